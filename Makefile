@@ -1,0 +1,21 @@
+# fltool: the two commands of the README, and the pieces they are made of.
+#   make train   set up (if needed), then train + evaluate the default RetinaNet on the embedded dataset
+#   make test    set up (if needed), then run the test suite
+.PHONY: setup train test bench clean
+
+PY := .venv/bin/python
+
+setup:
+	@scripts/setup.sh
+
+train: setup
+	$(PY) -m fltool train
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/focal_loss.py
+
+clean:
+	rm -rf work_dirs .pytest_cache

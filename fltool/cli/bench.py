@@ -1,0 +1,6 @@
+"""`fltool bench` command group."""
+from __future__ import annotations
+
+from fltool.cli.common import new_app
+
+app = new_app("bench")

@@ -1,0 +1,145 @@
+"""What every command shares: the error convention, console helpers and the option aliases.
+
+Error convention: an :class:`fltool.errors.FltoolError` (a domain error) prints one line on stderr,
+``fltool: error: <what>; <what to do>``, and exits 1 (a signal-stopped run exits 128+signal); usage errors stay
+Click's exit 2; ``FLTOOL_DEBUG=1`` prints the traceback as well. Tracebacks never show locals (no tensor dumps).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+from typer.core import TyperCommand
+from rich.console import Console
+from rich.table import Table
+from typing_extensions import Annotated
+
+from fltool.errors import FltoolError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+console = Console()  # results: tables and summaries (stdout)
+err_console = Console(stderr=True)  # progress and notes (stderr), so stdout stays clean for pipes
+
+
+def new_app(help_text: str) -> typer.Typer:
+    """A command group with fltool's settings: -h/--help, help on no args, no pretty tracebacks with locals."""
+    return typer.Typer(help=help_text, no_args_is_help=True, context_settings=CONTEXT_SETTINGS,
+                       pretty_exceptions_enable=False, add_completion=False, rich_markup_mode="rich")
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("FLTOOL_DEBUG", "").lower() not in ("", "0", "false", "no")
+
+
+def _fail(message: str, exit_code: int) -> None:
+    if debug_enabled():
+        traceback.print_exc()
+    print(f"fltool: error: {message}", file=sys.stderr, flush=True)
+    raise typer.Exit(exit_code)
+
+
+def handle_errors(func: Callable) -> Callable:
+    """Wrap a command so domain errors become one line on stderr and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except FltoolError as exc:
+            _fail(exc.one_line(), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except MemoryError:
+            _fail("out of memory; use a smaller batch size, image scale or --num-images", 1)
+        except Exception as exc:  # a bug: say so in one line; FLTOOL_DEBUG=1 shows where
+            text = " ".join(str(exc).split())[:300]
+            _fail(f"internal error: {type(exc).__name__}: {text} "
+                  "(this is a bug in fltool or its stack; rerun with FLTOOL_DEBUG=1 for the traceback)", 1)
+
+    return wrapper
+
+
+def expand_cfg_options(args: List[str]) -> List[str]:
+    """MMDetection's ``--cfg-options a=1 b=2`` form to Click's repeated ``--cfg-options a=1 --cfg-options b=2``."""
+    out: List[str] = []
+    collecting = empty = False
+    for arg in args:
+        if arg == "--cfg-options":
+            collecting = empty = True
+            continue
+        if collecting and "=" in arg and not arg.startswith("-"):
+            out += ["--cfg-options", arg]
+            empty = False
+            continue
+        if collecting and empty:
+            out.append("--cfg-options")  # given without a value: Click reports it
+        collecting = False
+        out.append(arg)
+    if collecting and empty:
+        out.append("--cfg-options")
+    return out
+
+
+class FltoolCommand(TyperCommand):
+    """A Typer command that also accepts MMDetection's space-separated ``--cfg-options k=v k=v``."""
+
+    def parse_args(self, ctx: Any, args: List[str]) -> List[str]:
+        return super().parse_args(ctx, expand_cfg_options(list(args)))
+
+
+def command(app: typer.Typer, name: Optional[str] = None, **kwargs: Any) -> Callable:
+    """``@command(app, "name")``: register a command with the error convention applied."""
+
+    def decorator(func: Callable) -> Callable:
+        kwargs.setdefault("cls", FltoolCommand)
+        app.command(name, **kwargs)(handle_errors(func))
+        return func
+
+    return decorator
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def table(title: str, columns: List[str], rows: List[List[Any]], caption: Optional[str] = None) -> Table:
+    t = Table(title=title, caption=caption, header_style="bold")
+    for i, col in enumerate(columns):
+        t.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        t.add_row(*[fmt(v) for v in row])
+    return t
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "n/a"
+        return f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+# Shared option aliases: declared once, used by every command that takes them.
+ConfigArg = Annotated[str, typer.Argument(help="Config file, or the name of one under configs/ (see `fltool train --list`).",
+                                          show_default=False)]
+CheckpointArg = Annotated[Path, typer.Argument(help="Checkpoint (.pth) to load.", show_default=False)]
+WorkDirOpt = Annotated[Optional[Path], typer.Option("--work-dir", help="Output folder (default: the config's work_dir, "
+                                                     "else work_dirs/<config name>).")]
+CfgOptionsOpt = Annotated[Optional[List[str]], typer.Option(
+    "--cfg-options", help="Override config keys, MMEngine syntax: key=value (repeatable; a.b=1, a=[1,2], a=(1,2)). "
+                          "Prefix a key with + to add one the config does not have.")]

@@ -1,0 +1,61 @@
+"""The ``fltool`` command: one Typer app joined from one module per command group."""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from fltool import __version__
+from fltool.cli import analyze, bench, data, runs, sweep
+from fltool.cli.common import command, console, new_app, table
+
+app = new_app("fltool: Focal Loss and RetinaNet on MMDetection. Train, evaluate, benchmark and analyse detectors.")
+app.add_typer(bench.app, name="bench")
+app.add_typer(analyze.app, name="analyze")
+app.add_typer(data.app, name="data")
+runs.register(app)
+sweep.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fltool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Show fltool's version and exit.")] = False) -> None:
+    """fltool: Focal Loss and RetinaNet on MMDetection."""
+
+
+@command(app, "doctor")
+def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+    """Report the installed stack (python, torch/CUDA, mmcv ops, mmdet, mmengine, pycocotools) and check it works."""
+    from fltool.engine.doctor import stack_report
+    from fltool.errors import StackError
+
+    report = stack_report()
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        rows = [[c.name, c.version, "ok" if c.ok else ("FAIL" if c.required else "warn"), c.detail]
+                for c in report.checks]
+        console.print(table("fltool doctor", ["component", "version", "status", "detail"], rows))
+    for check in report.checks:
+        if not check.ok and not check.required:
+            typer.echo(f"fltool: warning: {check.name}: {check.detail}; {check.fix}", err=True)
+    if not report.ok:
+        first = report.problems[0]
+        more = f" (and {len(report.problems) - 1} more problem(s) above)" if len(report.problems) > 1 else ""
+        raise StackError(f"{first.name} is broken: {first.detail}{more}", first.fix)
+
+
+def main() -> None:
+    app(prog_name="fltool")
+
+
+if __name__ == "__main__":
+    main()

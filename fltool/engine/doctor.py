@@ -1,0 +1,142 @@
+"""``fltool doctor``: what the installed stack is, and whether it works.
+
+Each check imports the real package and reports its version; a broken or missing piece becomes a problem with the
+command that fixes it. Nothing here prints: the CLI formats the returned :class:`StackReport`.
+"""
+from __future__ import annotations
+
+import importlib
+import platform
+import sys
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Callable, Optional
+
+REBUILD_MMCV = ("MMCV_WITH_OPS=1 .venv/bin/python -m pip install --no-build-isolation --no-cache-dir "
+                "--force-reinstall --no-deps mmcv==2.1.0")
+
+
+@dataclass
+class Check:
+    name: str
+    version: str
+    ok: bool
+    detail: str = ""
+    fix: str = ""
+    required: bool = True
+
+
+@dataclass
+class StackReport:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[Check]:
+        return [c for c in self.checks if c.required and not c.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "checks": [c.__dict__ for c in self.checks]}
+
+
+def _dist_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _import(name: str):
+    return importlib.import_module(name)
+
+
+def _check(name: str, fn: Callable[[], Check], fix: str, required: bool = True) -> Check:
+    try:
+        return fn()
+    except Exception as exc:  # any import-time failure is exactly what doctor exists to report
+        text = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        return Check(name, _dist_version(name), False, text, fix, required)
+
+
+def _python() -> Check:
+    return Check("python", platform.python_version(), sys.version_info >= (3, 9), sys.executable)
+
+
+def _torch() -> Check:
+    torch = _import("torch")
+    threads = torch.get_num_threads()
+    if torch.cuda.is_available():
+        dev = torch.cuda.get_device_name(0)
+        detail = f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} x {dev}; {threads} CPU threads"
+    else:
+        detail = f"CPU only; {threads} threads"
+    return Check("torch", torch.__version__, True, detail)
+
+
+def _mmcv() -> Check:
+    mmcv = _import("mmcv")
+    try:
+        _import("mmcv.ops")
+        _import("mmcv._ext")
+    except Exception as exc:
+        return Check("mmcv", mmcv.__version__, False, f"ops compiled: no ({type(exc).__name__}: {exc})"[:200],
+                     f"rebuild MMCV with its ops: {REBUILD_MMCV}")
+    return Check("mmcv", mmcv.__version__, True, "ops compiled: yes")
+
+
+def _mmdet() -> Check:
+    mmdet = _import("mmdet")  # asserts a compatible mmcv/mmengine at import
+    return Check("mmdet", mmdet.__version__, True)
+
+
+def _mmengine() -> Check:
+    mmengine = _import("mmengine")
+    return Check("mmengine", mmengine.__version__, True)
+
+
+def _pycocotools() -> Check:
+    _import("pycocotools.coco")
+    _import("pycocotools.cocoeval")
+    return Check("pycocotools", _dist_version("pycocotools"), True)
+
+
+def _numpy() -> Check:
+    np = _import("numpy")
+    return Check("numpy", np.__version__, True)
+
+
+def _opencv() -> Check:
+    cv2 = _import("cv2")
+    return Check("opencv", cv2.__version__, True)
+
+
+def _kernel() -> Check:
+    from fltool_plugins.losses import kernel_info
+
+    info = kernel_info()
+    return Check("fltool kernel", info["isa"] if info["available"] else "not built", info["available"],
+                 info["detail"], "reinstall the project: .venv/bin/python -m pip install --no-build-isolation -e .",
+                 required=False)
+
+
+def stack_report(extra: Optional[list[Callable[[], Check]]] = None) -> StackReport:
+    """Run every check; never raises."""
+    reinstall = "run scripts/setup.sh (or make setup)"
+    checks = [
+        _check("python", _python, reinstall),
+        _check("torch", _torch, "install torch first: .venv/bin/python -m pip install torch==2.13.0"),
+        _check("mmcv", _mmcv, f"rebuild MMCV with its ops: {REBUILD_MMCV}"),
+        _check("mmengine", _mmengine, ".venv/bin/python -m pip install mmengine==0.10.7"),
+        _check("mmdet", _mmdet, ".venv/bin/python -m pip install mmdet==3.3.0 (it needs mmcv>=2.0.0rc4,<2.2.0)"),
+        _check("pycocotools", _pycocotools, ".venv/bin/python -m pip install 'pycocotools>=2.0.9'"),
+        _check("numpy", _numpy, reinstall),
+        _check("opencv", _opencv, ".venv/bin/python -m pip install opencv-python-headless"),
+        _check("fltool kernel", _kernel, "reinstall the project: .venv/bin/python -m pip install --no-build-isolation -e .",
+               required=False),
+    ]
+    for fn in extra or []:
+        checks.append(_check(fn.__name__, fn, reinstall))
+    return StackReport(checks)

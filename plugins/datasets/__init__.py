@@ -1,0 +1,1 @@
+"""fltool plugin package."""

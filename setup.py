@@ -1,0 +1,51 @@
+"""Build script for fltool's C++ focal-loss kernel.
+
+Everything else about the package lives in pyproject.toml. The kernel is compiled against the torch that is already
+installed (hence ``pip install --no-build-isolation``); it vectorises with ATen's ``at::vec`` (Sleef maths) when the
+build machine has AVX2+FMA, and falls back to ATen's portable scalar path otherwise. Set ``FLTOOL_NO_EXT=1`` to skip it:
+the losses then run their pure-PyTorch closed form (the same maths, slower on CPU).
+"""
+import os
+import platform
+
+from setuptools import setup
+
+PACKAGE_DIR = {"fltool": "fltool", "fltool_plugins": "plugins"}
+PACKAGES = [
+    "fltool", "fltool.cli", "fltool.engine", "fltool.data", "fltool.analysis", "fltool.bench",
+    "fltool_plugins", "fltool_plugins.losses", "fltool_plugins.heads", "fltool_plugins.hooks",
+    "fltool_plugins.datasets",
+]
+
+
+def _cpu_has(*flags: str) -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return False
+    words = set(text.split())
+    return all(flag in words for flag in flags)
+
+
+def _extensions():
+    if os.environ.get("FLTOOL_NO_EXT") == "1":
+        return [], {}
+    from torch.utils.cpp_extension import BuildExtension, CppExtension
+
+    args = ["-O3", "-std=c++17", "-fopenmp"]
+    if platform.machine() in ("x86_64", "AMD64") and _cpu_has("avx2", "fma"):
+        # at::vec picks its AVX2 specialisation (Sleef exp/log1p exported by libtorch_cpu) from these macros.
+        args += ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+    ext = CppExtension(
+        name="fltool_plugins._focal_ext",
+        sources=["plugins/csrc/focal_loss.cpp"],
+        extra_compile_args=args,
+        extra_link_args=["-fopenmp"],
+    )
+    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = _extensions()
+setup(package_dir=PACKAGE_DIR, packages=PACKAGES, ext_modules=ext_modules, cmdclass=cmdclass,
+      package_data={"fltool": ["reference/*.json"]})
