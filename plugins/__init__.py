@@ -1,6 +1,10 @@
 """fltool's MMDetection plugins, importable as ``fltool_plugins``.
 
-Importing this package registers everything into MMDetection's registries (``custom_imports`` in configs does it):
-the losses (``FocalLossFL``, ``FocalLossStar``), the RetinaNet head (``FLRetinaHead``) and fltool's hooks/transforms.
+Importing this package registers everything into MMDetection's registries (configs do it with ``custom_imports``):
+the losses ``SigmoidFocalLoss`` / ``SigmoidFocalLossStar``, the head ``FocalRetinaHead``, the hooks
+``AtomicCheckpointHook`` / ``NonFiniteLossHook`` / ``StopRequestHook`` and the transform ``LoadImageChecked``.
 """
-from . import losses as _losses  # noqa: F401  (registration only)
+from . import datasets as _datasets  # noqa: F401  (registration only)
+from . import heads as _heads  # noqa: F401
+from . import hooks as _hooks  # noqa: F401
+from . import losses as _losses  # noqa: F401

@@ -69,7 +69,8 @@ def handle_errors(func: Callable) -> Callable:
 
 
 def expand_cfg_options(args: List[str]) -> List[str]:
-    """MMDetection's ``--cfg-options a=1 b=2`` form to Click's repeated ``--cfg-options a=1 --cfg-options b=2``."""
+    """MMDetection's ``--cfg-options a=1 b=2`` to Click's repeated ``--cfg-options a=1 --cfg-options b=2``;
+    a bare ``--resume`` to ``--resume auto``."""
     out: List[str] = []
     collecting = empty = False
     for arg in args:
@@ -86,6 +87,20 @@ def expand_cfg_options(args: List[str]) -> List[str]:
         out.append(arg)
     if collecting and empty:
         out.append("--cfg-options")
+    return _bare_resume_means_auto(out)
+
+
+def _bare_resume_means_auto(args: List[str]) -> List[str]:
+    """MMDetection's ``--resume`` without a value means 'auto' (the work dir's last checkpoint)."""
+    out: List[str] = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--resume":
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            is_value = nxt is not None and not nxt.startswith("-") and (
+                nxt == "auto" or nxt.endswith((".pth", ".pt", ".ckpt")) or os.path.isfile(nxt))
+            if not is_value:
+                out.append("auto")
     return out
 
 

@@ -1,1 +1,4 @@
-"""fltool plugin package."""
+"""fltool's dataset transforms."""
+from .transforms import ImageLoadError, LoadImageChecked  # noqa: F401  (registration)
+
+__all__ = ["ImageLoadError", "LoadImageChecked"]

@@ -1,0 +1,41 @@
+"""RetinaNet R-18/GN from scratch on BCCD blood-cell photos (real data, 3 imbalanced classes) at 320x240."""
+_base_ = ['../_base_/retinanet_r18-gn_small.py']
+
+data_root = '{{fileDirname}}/../../../shared/data/bccd/'  # the BCCD copy beside the project (read in place)
+classes = ('RBC', 'WBC', 'Platelets')
+metainfo = dict(classes=classes, palette=[(220, 20, 60), (0, 128, 255), (255, 200, 0)])
+scale = (320, 240)
+
+model = dict(bbox_head=dict(num_classes=3))
+
+train_pipeline = [
+    dict(type='LoadImageChecked'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=scale, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5, direction=['horizontal', 'vertical']),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageChecked'),
+    dict(type='Resize', scale=scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+train_dataloader = dict(
+    batch_size=8, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='train.json', data_prefix=dict(img='images/'),
+                 filter_cfg=dict(filter_empty_gt=True, min_size=4), pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=8, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='val.json', data_prefix=dict(img='images/'),
+                 pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='CocoMetric', ann_file=data_root + 'val.json', metric='bbox', format_only=False)
+test_evaluator = val_evaluator
+
+train_cfg = dict(max_iters=1500, val_interval=1500)
+default_hooks = dict(checkpoint=dict(interval=500))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+    dict(type='MultiStepLR', by_epoch=False, begin=0, end=1500, milestones=[1000, 1330], gamma=0.1),
+]

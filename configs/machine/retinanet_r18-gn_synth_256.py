@@ -1,0 +1,36 @@
+"""The default: RetinaNet R-18/GN, focal loss, from scratch on the embedded synthetic dataset at 256 px (~5 min)."""
+_base_ = ['../_base_/retinanet_r18-gn_small.py']
+
+# The embedded dataset: generated on first use into fltool's cache (fltool.data.synth), from this spec.
+data_root = 'fltool-synth://'
+fltool_synth_spec = dict()  # SynthSpec defaults; e.g. dict(num_train=400) for a smaller set
+classes = ('circle', 'square', 'triangle', 'cross')
+metainfo = dict(classes=classes, palette=[(220, 20, 60), (0, 128, 255), (255, 200, 0), (0, 160, 80)])
+scale = (256, 256)
+
+model = dict(bbox_head=dict(num_classes=4))
+
+train_pipeline = [
+    dict(type='LoadImageChecked'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=scale, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageChecked'),
+    dict(type='Resize', scale=scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+train_dataloader = dict(
+    batch_size=8, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='train.json', data_prefix=dict(img='images/'),
+                 filter_cfg=dict(filter_empty_gt=True, min_size=4), pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=8, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='val.json', data_prefix=dict(img='images/'),
+                 pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='CocoMetric', ann_file=data_root + 'val.json', metric='bbox', format_only=False)
+test_evaluator = val_evaluator

@@ -1,0 +1,139 @@
+"""Workarounds for this stack's known incompatibilities — all of them, in this one module.
+
+MMEngine 0.10.7 and MMCV 2.1.0 (the last releases mmdet 3.3.0 accepts) predate today's PyTorch, setuptools and
+numpy. Each workaround below names the upstream issue it works around; ``apply()`` installs them once per process
+and is called by every engine entry point before MMEngine builds anything.
+
+1. ``torch.load`` defaults to ``weights_only=True`` since PyTorch 2.6, and MMEngine's checkpoints hold MMEngine
+   objects (``HistoryBuffer``), numpy arrays and ``builtins.getattr`` references, so resuming fails with
+   ``UnpicklingError`` (open-mmlab/mmengine#1655, fix proposed in #1650 by turning weights_only off, i.e. by
+   unpickling anything). fltool instead saves checkpoints that hold only tensors and plain Python values (see
+   ``fltool_plugins.hooks.checkpoint``) and registers a local loader that keeps ``weights_only=True``; a file that
+   needs more is refused unless the user trusts it explicitly (``fltool.engine.checkpoint``).
+2. ``pkg_resources``: MMEngine's ``is_installed``/``get_installed_path`` import it, warn on every call and reload it
+   (slow), and setuptools >= 81 removes it; they resolve the ``mmdet::`` prefix of configs. Replaced with
+   ``importlib.metadata`` equivalents, as upstream did after the 0.10.7 release (open-mmlab/mmengine#1676).
+3. ``mmdet::`` config resolution therefore works with any setuptools; the pkg_resources deprecation warning that
+   MMCV/MMEngine imports still trigger is filtered.
+4. Distributed training on CPU: MMDetection's runtime config asks for ``nccl``, which a CPU-only PyTorch lacks, and
+   MMEngine's ``init_dist`` calls ``torch.cuda.set_device`` and ``Runner.wrap_model`` passes
+   ``device_ids=[LOCAL_RANK]`` to DDP, both wrong on CPU (open-mmlab/mmengine#973 touches the same code). fltool
+   initialises the process group itself (gloo on CPU, nccl on CUDA) before the Runner is built — MMEngine then
+   skips its own ``init_dist`` — and sets ``model_wrapper_cfg.device_ids=None`` on CPU.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+_applied = False
+
+
+def _filter_warnings() -> None:
+    # Item 3: MMCV/MMEngine import pkg_resources at import time; the warning is theirs, not the user's.
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    warnings.filterwarnings("ignore", message=".*torch.cuda.amp.*is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*`torch.cuda.amp.GradScaler", category=FutureWarning)
+    # MMCV/MMDetection decorate functions with torch.jit.script at import time (deprecated in today's PyTorch).
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.(script|interface)` is deprecated", category=DeprecationWarning)
+
+
+def _is_installed(package: str) -> bool:
+    import importlib.util
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution(package)
+        return True
+    except PackageNotFoundError:
+        spec = importlib.util.find_spec(package)
+        return spec is not None and spec.origin is not None
+
+
+def _get_installed_path(package: str) -> str:
+    import importlib.util
+
+    from mmengine.utils.package_utils import package2module
+
+    for name in (package, package2module(package)):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin is not None:
+            return os.path.dirname(spec.origin)
+    raise ModuleNotFoundError(f"package {package} is not installed")
+
+
+def _patch_package_lookup() -> None:
+    # Item 2 (open-mmlab/mmengine#1676): Config._get_cfg_path calls these two names from its own module namespace.
+    import mmengine.config.config as mm_config
+
+    mm_config.is_installed = _is_installed
+    mm_config.get_installed_path = _get_installed_path
+
+
+def _register_checkpoint_loader() -> None:
+    # Item 1 (open-mmlab/mmengine#1655): replace MMEngine's local-file loader (a bare torch.load) with fltool's.
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from fltool.engine.checkpoint import load_local_checkpoint
+
+    CheckpointLoader.register_scheme(prefixes="", loader=load_local_checkpoint, force=True)
+
+
+def apply() -> None:
+    """Install every workaround (idempotent)."""
+    global _applied
+    if _applied:
+        return
+    _filter_warnings()
+    _patch_package_lookup()
+    _register_checkpoint_loader()
+    _applied = True
+
+
+def dist_backend() -> str:
+    """Item 4: the process-group backend that works here: nccl with CUDA, gloo on CPU."""
+    import torch
+
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def init_distributed(launcher: str) -> None:
+    """Item 4: initialise torch.distributed for ``launcher`` before MMEngine's Runner would (and get it wrong on CPU).
+
+    ``pytorch``: torchrun's RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT. ``slurm``: SLURM_PROCID/NTASKS/
+    LOCALID, with MASTER_ADDR/MASTER_PORT from the environment (a default port is chosen when unset).
+    """
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return
+    if launcher == "slurm":
+        os.environ.setdefault("RANK", os.environ["SLURM_PROCID"])
+        os.environ.setdefault("WORLD_SIZE", os.environ["SLURM_NTASKS"])
+        os.environ.setdefault("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))
+        os.environ.setdefault("MASTER_PORT", "29500")
+        if "MASTER_ADDR" not in os.environ:
+            import subprocess
+
+            nodes = os.environ.get("SLURM_NODELIST", "127.0.0.1")
+            first = subprocess.run(["scontrol", "show", "hostname", nodes], capture_output=True, text=True,
+                                   check=False).stdout.split()
+            os.environ["MASTER_ADDR"] = first[0] if first else "127.0.0.1"
+    backend = dist_backend()
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    dist.init_process_group(backend=backend)
+
+
+def distributed_cfg_overrides(cfg: Any) -> None:
+    """Item 4: on CPU, DDP must not be given device ids; the process group uses gloo."""
+    import torch
+
+    cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = dist_backend()
+    if not torch.cuda.is_available():
+        wrapper = dict(cfg.get("model_wrapper_cfg") or {})
+        wrapper.setdefault("type", "MMDistributedDataParallel")
+        wrapper["device_ids"] = None
+        cfg.model_wrapper_cfg = wrapper

@@ -1,0 +1,98 @@
+"""Loading checkpoints safely.
+
+Every checkpoint MMEngine reads from local disk (resume, ``load_from``, ``fltool eval``) goes through
+:func:`load_local_checkpoint` (registered by :mod:`fltool.compat`). It uses ``torch.load(weights_only=True)``:
+tensors and plain Python values only, so a file carrying a pickled payload cannot execute code. fltool's own
+checkpoints are written in that form (``fltool_plugins.hooks.checkpoint``); MMEngine checkpoints from elsewhere
+hold ``HistoryBuffer``/numpy objects, which are allow-listed here because unpickling them runs no code of the
+file's choosing. Anything else is refused with a :class:`~fltool.errors.CheckpointError` unless the user trusted
+the file explicitly (``--trust-checkpoint``), which falls back to full unpickling for that file only.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Union
+
+import torch
+
+from fltool.errors import CheckpointError
+
+_trusted: set[str] = set()
+
+
+def _key(path: Union[str, os.PathLike]) -> str:
+    return str(Path(path).resolve())
+
+
+@contextmanager
+def trusted(path: Union[str, os.PathLike, None]) -> Iterator[None]:
+    """Within the block, ``path`` may be fully unpickled (the user vouched for it)."""
+    if path is None:
+        yield
+        return
+    key = _key(path)
+    _trusted.add(key)
+    try:
+        yield
+    finally:
+        _trusted.discard(key)
+
+
+def _mmengine_safe_globals() -> list:
+    """Classes MMEngine (and numpy 1/2) put into checkpoints whose unpickling runs no file-chosen code."""
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+
+    found: list = [HistoryBuffer, np.ndarray, np.dtype]
+    for mod_name in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        try:
+            mod = __import__(mod_name, fromlist=["_reconstruct", "scalar"])
+            found += [mod._reconstruct, mod.scalar]
+        except (ImportError, AttributeError):
+            pass
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        found += [getattr(dtypes, name) for name in dir(dtypes) if name.endswith("DType")]
+    return found
+
+
+def load_local_checkpoint(filename: str, map_location: Union[str, Callable, None] = None) -> Any:
+    """MMEngine ``CheckpointLoader`` scheme for local files: ``weights_only=True`` unless the file is trusted."""
+    path = Path(filename)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {filename}", "check the path (or the work dir's last_checkpoint)")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {filename} is empty (an interrupted write?)", "use an earlier checkpoint")
+    if _key(path) in _trusted:
+        return torch.load(filename, map_location=map_location, weights_only=False)
+    try:
+        with torch.serialization.safe_globals(_mmengine_safe_globals()):
+            return torch.load(filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        marker = "Unsupported global: GLOBAL "
+        what = text.split(marker, 1)[1].split()[0] if marker in text else "objects other than tensors"
+        raise CheckpointError(
+            f"checkpoint {filename} needs arbitrary unpickling ({what}); fltool refused to execute it",
+            "if you trust where this file came from, rerun with --trust-checkpoint") from None
+    except (zipfile.BadZipFile, EOFError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"checkpoint {filename} is corrupt or not a PyTorch checkpoint ({first[:120]})",
+                              "use another checkpoint") from None
+
+
+def checkpoint_state_dict(filename: Union[str, os.PathLike], trust: bool = False) -> dict:
+    """The model weights of a checkpoint (``state_dict`` if present, else the whole mapping of tensors)."""
+    with trusted(filename if trust else None):
+        ckpt = load_local_checkpoint(str(filename), map_location="cpu")
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"checkpoint {filename} holds a {type(ckpt).__name__}, not a dict of weights",
+                              "give a checkpoint saved by MMEngine/MMDetection or fltool")
+    state = ckpt.get("state_dict", ckpt)
+    if not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint {filename} contains no weights", "give a model checkpoint (.pth)")
+    return state

@@ -1,0 +1,133 @@
+"""``fltool eval``: COCO bbox metrics of a checkpoint, on the config's test set or on the user's own COCO data."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from fltool import compat
+from fltool.engine import runner as rn
+from fltool.engine.checkpoint import checkpoint_state_dict
+from fltool.engine.config import load_config
+from fltool.engine.runner import ProgressEvent, ProgressFn
+from fltool.engine.train import coco_metrics
+from fltool.errors import CheckpointError, ConfigError, DataError
+
+
+@dataclass
+class EvalOptions:
+    config: str
+    checkpoint: Path
+    work_dir: Optional[Path] = None
+    cfg_options: Union[Sequence[str], dict, None] = None
+    ann_file: Optional[Path] = None
+    img_dir: Optional[Path] = None
+    per_class: bool = False
+    show_dir: Optional[Path] = None
+    score_thr: float = 0.3
+    num_images: Optional[int] = None
+    trust_checkpoint: bool = False
+    launcher: str = "none"
+
+
+@dataclass
+class EvalResult:
+    metrics: dict
+    raw: dict
+    num_images: int
+    ann_file: str
+    checkpoint: str
+    wall_s: float
+    show_dir: Optional[Path] = None
+    notes: list = field(default_factory=list)
+
+
+def _point_test_set_at(cfg: Any, ann_file: Path, img_dir: Optional[Path]) -> None:
+    """Evaluate on the user's own COCO data: annotation file + image folder replace the config's test set."""
+    from fltool.data.check import load_coco_json
+
+    if not ann_file.is_file():
+        raise DataError(f"annotation file not found: {ann_file}", "give a COCO-format .json with --ann-file")
+    img_dir = img_dir or (ann_file.parent / "images" if (ann_file.parent / "images").is_dir() else ann_file.parent)
+    if not img_dir.is_dir():
+        raise DataError(f"image folder not found: {img_dir}", "give the folder of the images with --img-dir")
+    data = load_coco_json(ann_file)
+    names = [c["name"] for c in sorted(data.get("categories", []), key=lambda c: c["id"])]
+    dataset = cfg.test_dataloader.dataset
+    classes = list((dataset.get("metainfo") or {}).get("classes") or [])
+    if classes and names and not set(classes) <= set(names):
+        raise DataError(f"{ann_file} has categories {names}, the model was trained on {classes}",
+                        "use annotations whose category names include the model's classes")
+    if not classes:
+        dataset["metainfo"] = dict(classes=tuple(names))
+    dataset["data_root"] = ""
+    dataset["ann_file"] = str(ann_file.resolve())
+    dataset["data_prefix"] = dict(img=str(img_dir.resolve()) + "/")
+    evaluator = cfg.test_evaluator
+    for ev in evaluator if isinstance(evaluator, list) else [evaluator]:
+        ev["ann_file"] = str(ann_file.resolve())
+
+
+def prepare_eval_config(opts: EvalOptions, progress: ProgressFn = rn._noop) -> Any:
+    compat.apply()
+    cfg = load_config(opts.config, opts.cfg_options, opts.work_dir)
+    if cfg.get("test_dataloader") is None or cfg.get("test_evaluator") is None:
+        raise ConfigError(f"config {opts.config} has no test_dataloader/test_evaluator", "use a config with a test set")
+    rn.resolve_embedded_dataset(cfg, progress)
+    if opts.ann_file is not None:
+        _point_test_set_at(cfg, Path(opts.ann_file), Path(opts.img_dir) if opts.img_dir else None)
+    elif opts.img_dir is not None:
+        raise ConfigError("--img-dir needs --ann-file", "give both to evaluate on your own COCO data")
+    if opts.num_images:
+        cfg.test_dataloader.dataset["indices"] = int(opts.num_images)
+    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+    for ev in evaluators:
+        if opts.per_class:
+            ev["classwise"] = True
+    if opts.show_dir is not None:
+        hooks = cfg.setdefault("default_hooks", {})
+        vis = hooks.get("visualization") or dict(type="DetVisualizationHook")
+        vis.update(draw=True, test_out_dir=str(Path(opts.show_dir).resolve()), score_thr=opts.score_thr)
+        hooks["visualization"] = vis
+    cfg.load_from = None  # fltool loads (and checks) the weights itself
+    cfg.resume = False
+    cfg.launcher = opts.launcher
+    if opts.launcher != "none":
+        compat.distributed_cfg_overrides(cfg)
+    rn.harden(cfg)
+    rn.check_data_paths(cfg, ("test",))
+    return cfg
+
+
+def evaluate(opts: EvalOptions, progress: ProgressFn = rn._noop) -> EvalResult:
+    start = time.time()
+    if opts.launcher != "none":
+        compat.init_distributed(opts.launcher)
+    ckpt = Path(opts.checkpoint)
+    if not ckpt.is_file():
+        raise CheckpointError(f"checkpoint not found: {ckpt}", "give the .pth file written by `fltool train`")
+    progress(ProgressEvent("stage", "loading config"))
+    cfg = prepare_eval_config(opts, progress)
+    progress(ProgressEvent("stage", f"loading checkpoint {ckpt.name}"))
+    compat.apply()
+    state = checkpoint_state_dict(ckpt, trust=opts.trust_checkpoint)
+
+    from fltool.engine.train import _make_progress_hook
+
+    sink: dict = {}
+    with rn.captured_stdout(rn.stdout_log(cfg)):
+        runner = rn.build_runner(cfg)
+        rn.quiet_console_logging(runner)
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        rn.weights_match(model, state, str(ckpt))
+        model.load_state_dict({k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()},
+                              strict=False)
+        runner.register_hook(_make_progress_hook(progress, sink))
+        progress(ProgressEvent("stage", "evaluating"))
+        with rn.translate_errors():
+            raw = runner.test()
+    raw = dict(raw or sink.get("raw", {}))
+    ann, _ = rn.dataset_paths(cfg, "test")
+    return EvalResult(coco_metrics(raw), raw, len(runner.test_dataloader.dataset), str(ann), str(ckpt),
+                      time.time() - start, Path(opts.show_dir) if opts.show_dir else None)

@@ -1,0 +1,273 @@
+"""Building MMEngine's Runner from an fltool config, with errors that say what to fix.
+
+Every command that runs a model (train, eval, bench, analyze, sweep) goes through :func:`prepare` and
+:func:`build_runner`. This is the one place where a config is translated for the run:
+- the embedded dataset placeholder (``fltool-synth://``) becomes the cached dataset folder, generated on first use;
+- MMCV's ``LoadImageFromFile`` becomes fltool's ``LoadImageChecked`` and MMEngine's ``CheckpointHook`` fltool's
+  ``AtomicCheckpointHook`` (same arguments, safer behaviour), and ``NonFiniteLossHook`` is always on;
+- every registry ``type`` is checked up front, so a misspelt one is one line naming it and the nearest valid name.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from fltool.errors import CheckpointError, ConfigError, DataError, FltoolError, TrainingError
+
+SYNTH_PREFIX = "fltool-synth://"
+NON_REGISTRY_TYPES = {"nms", "soft_nms"}  # test_cfg.nms.type names an MMCV op, not a registry entry
+
+
+@dataclass
+class ProgressEvent:
+    """What the engine reports while it works (the CLI renders it)."""
+
+    kind: str  # "stage" | "train_iter" | "val_iter" | "val_end" | "note"
+    message: str = ""
+    iteration: int = 0
+    max_iters: int = 0
+    epoch: int = 0
+    values: dict = field(default_factory=dict)
+
+
+ProgressFn = Callable[[ProgressEvent], None]
+
+
+def _noop(event: ProgressEvent) -> None:
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Config translation
+# --------------------------------------------------------------------------------------------------------------
+def _walk(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    yield path, node
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _walk(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _walk(value, f"{path}.{i}" if path else str(i))
+
+
+def _registry_names() -> set[str]:
+    import mmdet.registry as det_registry
+    import mmengine.registry as engine_registry
+    from mmengine.registry import Registry
+
+    import fltool_plugins  # noqa: F401  (registers fltool's types)
+    from mmdet.utils import register_all_modules
+
+    register_all_modules(init_default_scope=False)
+    names: set[str] = set()
+    for module in (det_registry, engine_registry):
+        for value in vars(module).values():
+            if isinstance(value, Registry):
+                names.update(value.module_dict)
+    return names
+
+
+def unknown_types(cfg: Any) -> list[tuple[str, str, Optional[str]]]:
+    """Every ``type`` string in ``cfg`` that no registry knows: (key path, type, nearest valid name or None)."""
+    names = _registry_names()
+    found = []
+    for path, node in _walk(cfg._cfg_dict.to_dict() if hasattr(cfg, "_cfg_dict") else cfg):
+        if not isinstance(node, dict) or not isinstance(node.get("type"), str):
+            continue
+        name = node["type"]
+        if "." in name and "::" not in name:
+            continue  # a dotted import path: MMEngine imports it itself
+        bare = name.split("::")[-1]
+        if bare in names or bare in NON_REGISTRY_TYPES:
+            continue
+        close = difflib.get_close_matches(bare, sorted(names), n=1, cutoff=0.6)
+        found.append((f"{path}.type" if path else "type", name, close[0] if close else None))
+    return found
+
+
+def check_types(cfg: Any) -> None:
+    bad = unknown_types(cfg)
+    if bad:
+        path, name, close = bad[0]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        hint = f"did you mean '{close}'?" if close else "check the spelling, or add the module that registers it " \
+                                                        "to custom_imports"
+        raise ConfigError(f"unknown type '{name}' at {path}{more}", hint)
+
+
+def _replace_strings(node: Any, old: str, new: str) -> Any:
+    if isinstance(node, str):
+        return node.replace(old, new)
+    if isinstance(node, dict):
+        for key in list(node.keys()):
+            node[key] = _replace_strings(node[key], old, new)
+        return node
+    if isinstance(node, list):
+        return [_replace_strings(v, old, new) for v in node]
+    if isinstance(node, tuple):
+        return tuple(_replace_strings(v, old, new) for v in node)
+    return node
+
+
+def resolve_embedded_dataset(cfg: Any, progress: ProgressFn = _noop) -> Optional[Path]:
+    """Replace ``fltool-synth://`` in the config by the cached embedded dataset, generating it if needed."""
+    if SYNTH_PREFIX not in cfg.pretty_text and SYNTH_PREFIX not in str(cfg._cfg_dict):
+        return None
+    from fltool.data.synth import SynthSpec, default_dataset
+
+    spec_args = dict(cfg.get("fltool_synth_spec") or {})
+    try:
+        spec = SynthSpec(**spec_args)
+    except TypeError as exc:
+        raise ConfigError(f"bad fltool_synth_spec in config: {exc}") from None
+
+    def report(done: int, total: int) -> None:
+        progress(ProgressEvent("stage", "generating the embedded dataset", done, total))
+
+    dataset = default_dataset(spec, progress=report)
+    root = str(dataset.root).rstrip("/") + "/"
+    for key in list(cfg.keys()):
+        cfg[key] = _replace_strings(cfg[key], SYNTH_PREFIX, root)
+    return dataset.root
+
+
+def _upgrade_types(node: Any) -> None:
+    for _, item in _walk(node):
+        if isinstance(item, dict):
+            if item.get("type") == "LoadImageFromFile":
+                item["type"] = "LoadImageChecked"
+                item.pop("ignore_empty", None)
+            elif item.get("type") == "CheckpointHook":
+                item["type"] = "AtomicCheckpointHook"
+
+
+def harden(cfg: Any) -> None:
+    """Swap in fltool's safer equivalents and guards (see the module docstring)."""
+    imports = list((cfg.get("custom_imports") or {}).get("imports", []))
+    if "fltool_plugins" not in imports:
+        cfg.custom_imports = dict(imports=imports + ["fltool_plugins"], allow_failed_imports=False)
+    for key in ("train_dataloader", "val_dataloader", "test_dataloader", "default_hooks", "train_pipeline",
+                "test_pipeline"):
+        if cfg.get(key) is not None:
+            _upgrade_types(cfg[key])
+    hooks = list(cfg.get("custom_hooks") or [])
+    if not any(h.get("type") == "NonFiniteLossHook" for h in hooks):
+        hooks.append(dict(type="NonFiniteLossHook"))
+    cfg.custom_hooks = hooks
+
+
+def dataset_paths(cfg: Any, split: str) -> tuple[Optional[Path], Optional[Path]]:
+    """(annotation file, image folder) of ``{split}_dataloader`` for COCO-style datasets, else (None, None)."""
+    loader = cfg.get(f"{split}_dataloader")
+    if not loader:
+        return None, None
+    dataset = loader.get("dataset", {})
+    while "dataset" in dataset and "ann_file" not in dataset:  # RepeatDataset/ClassBalancedDataset wrappers
+        dataset = dataset["dataset"]
+    ann = dataset.get("ann_file")
+    if not ann:
+        return None, None
+    root = dataset.get("data_root") or ""
+    prefix = (dataset.get("data_prefix") or {}).get("img", "")
+    return Path(os.path.join(root, ann)), Path(os.path.join(root, prefix))
+
+
+def check_data_paths(cfg: Any, splits: tuple[str, ...]) -> None:
+    """A missing annotation file or image folder is one error naming it (before MMEngine builds anything)."""
+    for split in splits:
+        ann, img_dir = dataset_paths(cfg, split)
+        if ann is not None and not ann.is_file():
+            raise DataError(f"{split} annotation file not found: {ann}",
+                            f"fix {split}_dataloader.dataset.ann_file/data_root (or --cfg-options)")
+        if img_dir is not None and not img_dir.is_dir():
+            raise DataError(f"{split} image folder not found: {img_dir}",
+                            f"fix {split}_dataloader.dataset.data_prefix.img/data_root")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------------------------------
+def quiet_console_logging(runner: Any) -> None:
+    """MMEngine logs to the work dir; on the console only its warnings and errors (fltool shows progress)."""
+    for handler in runner.logger.handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def captured_stdout(log_file: Optional[Path]) -> Iterator[None]:
+    """Send stray ``print`` output (pycocotools) to ``log_file`` instead of the user's terminal."""
+    if log_file is None:
+        yield
+        return
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
+def build_runner(cfg: Any) -> Any:
+    """``Runner.from_cfg`` with MMEngine/MMDetection's exceptions turned into fltool errors."""
+    from mmengine.runner import Runner
+
+    check_types(cfg)
+    with translate_errors():
+        return Runner.from_cfg(cfg)
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn the exceptions of a run into fltool errors that name the cause."""
+    from fltool_plugins.datasets import ImageLoadError
+    from fltool_plugins.hooks import NonFiniteLossError
+
+    try:
+        yield
+    except FltoolError:
+        raise
+    except ImageLoadError as exc:
+        raise DataError(str(exc), "run `fltool data check` on the dataset, then fix or drop the file") from None
+    except NonFiniteLossError as exc:
+        raise TrainingError(f"{exc}; training stopped and no checkpoint was written after it",
+                            "lower the learning rate or add gradient clipping (optim_wrapper.clip_grad), then "
+                            "resume from the last checkpoint") from None
+    except FileNotFoundError as exc:
+        raise DataError(f"file not found: {exc.filename or exc}", "check the paths in the config") from None
+    except KeyError as exc:
+        text = str(exc.args[0]) if exc.args else str(exc)
+        if "registry" in text:
+            raise ConfigError(text.split(". Please")[0]) from None
+        raise
+    except TypeError as exc:
+        text = str(exc)
+        if "__init__() got an unexpected keyword argument" in text or "missing" in text and "argument" in text:
+            raise ConfigError(f"bad config arguments: {text}") from None
+        raise
+
+
+def weights_match(model: Any, state: dict, source: str) -> None:
+    """Refuse a checkpoint whose weights do not fit the model (a checkpoint from elsewhere)."""
+    import torch
+
+    own = model.state_dict()
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    missing = [k for k in own if k not in state]
+    shape_bad = [k for k in own if k in state and isinstance(state[k], torch.Tensor)
+                 and tuple(state[k].shape) != tuple(own[k].shape)]
+    if shape_bad:
+        k = shape_bad[0]
+        raise CheckpointError(f"checkpoint {source} does not fit this config: {len(shape_bad)} weights have other "
+                              f"shapes (e.g. {k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in "
+                              "the model)", "use the config the checkpoint was trained with")
+    if len(missing) > 0.5 * len(own):
+        raise CheckpointError(f"checkpoint {source} does not fit this config: {len(missing)} of {len(own)} model "
+                              f"weights are missing (e.g. {missing[0]})",
+                              "use the config the checkpoint was trained with")
+
+
+def stdout_log(cfg: Any) -> Optional[Path]:
+    return Path(cfg.work_dir) / "stdout.log" if cfg.get("work_dir") else None

@@ -1,0 +1,326 @@
+"""``fltool train``: MMEngine's Runner with fltool's checks, progress reporting, metrics file and clean stops."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from fltool import compat
+from fltool.engine import runner as rn
+from fltool.engine.config import load_config
+from fltool.engine.runner import ProgressEvent, ProgressFn
+from fltool.errors import ConfigError, DataError, Interrupted
+
+DEFAULT_CONFIG = "retinanet_r18-gn_synth_256"
+METRIC_NAMES = {"bbox_mAP": "AP", "bbox_mAP_50": "AP50", "bbox_mAP_75": "AP75", "bbox_mAP_s": "APs",
+                "bbox_mAP_m": "APm", "bbox_mAP_l": "APl"}
+
+
+@dataclass
+class TrainOptions:
+    config: str = DEFAULT_CONFIG
+    work_dir: Optional[Path] = None
+    cfg_options: Union[Sequence[str], dict, None] = None
+    resume: Optional[str] = None  # None, "auto" or a checkpoint path
+    load_from: Optional[Path] = None
+    amp: bool = False
+    launcher: str = "none"
+    seed: Optional[int] = None
+    deterministic: bool = False
+    max_iters: Optional[int] = None
+    max_epochs: Optional[int] = None
+    val_interval: Optional[int] = None
+    data_check: str = "check"  # "check" (stop on errors), "skip", "drop" (drop bad records, say how many)
+    tensorboard: bool = False
+    trust_checkpoint: bool = False
+
+
+@dataclass
+class TrainResult:
+    work_dir: Path
+    metrics: dict
+    metrics_file: Optional[Path]
+    checkpoint: Optional[Path]
+    iterations: int
+    wall_s: float
+    notes: list = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------------------
+def coco_metrics(raw: dict) -> dict:
+    """MMDetection's ``coco/bbox_mAP...`` keys to AP/AP50/AP75/APs/APm/APl (+ per-class AP when present)."""
+    out: dict = {}
+    per_class: dict = {}
+    for key, value in raw.items():
+        name = key.split("/", 1)[-1]
+        if name in METRIC_NAMES:
+            out[METRIC_NAMES[name]] = float(value)
+        elif name.endswith("_precision"):
+            per_class[name[: -len("_precision")]] = float(value)
+    if per_class:
+        out["per_class_AP"] = per_class
+    return out
+
+
+def _scale_schedule(cfg: Any, old_len: int, new_len: int) -> None:
+    """Scale iteration/epoch milestones of the LR schedule when the training length is overridden."""
+    if not old_len or old_len == new_len:
+        return
+    ratio = new_len / old_len
+    schedulers = cfg.get("param_scheduler") or []
+    schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+    for sched in schedulers:
+        for key in ("begin", "end", "T_max"):
+            if isinstance(sched.get(key), int) and sched[key] > 0:
+                sched[key] = max(1, min(new_len, round(sched[key] * ratio))) if key != "begin" else \
+                    min(new_len - 1, round(sched[key] * ratio))
+        if "milestones" in sched:
+            sched["milestones"] = [max(1, round(m * ratio)) for m in sched["milestones"]]
+
+
+def apply_length_overrides(cfg: Any, max_iters: Optional[int], max_epochs: Optional[int],
+                           val_interval: Optional[int]) -> None:
+    train_cfg = cfg.get("train_cfg")
+    if train_cfg is None:
+        raise ConfigError("config has no train_cfg", "use a training config")
+    by_epoch = "max_epochs" in train_cfg
+    if max_iters is not None:
+        if by_epoch:
+            raise ConfigError("--max-iters given but the config trains by epochs", "use --max-epochs")
+        _scale_schedule(cfg, train_cfg["max_iters"], max_iters)
+        train_cfg["max_iters"] = max_iters
+        if "val_interval" in train_cfg and train_cfg["val_interval"] > max_iters:
+            train_cfg["val_interval"] = max_iters
+    if max_epochs is not None:
+        if not by_epoch:
+            raise ConfigError("--max-epochs given but the config trains by iterations", "use --max-iters")
+        _scale_schedule(cfg, train_cfg["max_epochs"], max_epochs)
+        train_cfg["max_epochs"] = max_epochs
+    if val_interval is not None:
+        train_cfg["val_interval"] = val_interval
+    length = train_cfg.get("max_iters") or train_cfg.get("max_epochs")
+    ckpt = cfg.get("default_hooks", {}).get("checkpoint")
+    if ckpt is not None and ckpt.get("interval", 1) > length:
+        ckpt["interval"] = length
+
+
+def prepare_train_config(opts: TrainOptions, progress: ProgressFn = rn._noop) -> Any:
+    """Load the config and apply every command-line choice to it; returns the Config the Runner will get."""
+    compat.apply()
+    cfg = load_config(opts.config, opts.cfg_options, opts.work_dir)
+    apply_length_overrides(cfg, opts.max_iters, opts.max_epochs, opts.val_interval)
+    if opts.seed is not None or opts.deterministic:
+        randomness = dict(cfg.get("randomness") or {})
+        if opts.seed is not None:
+            randomness["seed"] = opts.seed
+        randomness["deterministic"] = bool(opts.deterministic)
+        cfg.randomness = randomness
+    if opts.amp:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--amp needs a CUDA GPU and none is available", "train without --amp on the CPU")
+        wrapper = cfg.optim_wrapper
+        if wrapper.get("type", "OptimWrapper") == "OptimWrapper":
+            wrapper["type"] = "AmpOptimWrapper"
+            wrapper.setdefault("loss_scale", "dynamic")
+    if opts.resume == "auto":
+        cfg.resume, cfg.load_from = True, None
+    elif opts.resume:
+        if not Path(opts.resume).is_file():
+            raise ConfigError(f"--resume checkpoint not found: {opts.resume}", "give a .pth file, or --resume auto")
+        cfg.resume, cfg.load_from = True, str(opts.resume)
+    elif opts.load_from:
+        cfg.load_from = str(opts.load_from)
+    cfg.launcher = opts.launcher
+    if opts.launcher != "none":
+        compat.distributed_cfg_overrides(cfg)
+    if opts.tensorboard:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError("--tensorboard needs the tensorboard package",
+                              "install it: .venv/bin/python -m pip install tensorboard") from None
+        vis = cfg.get("visualizer") or dict(type="DetLocalVisualizer", name="visualizer")
+        backends = list(vis.get("vis_backends") or [dict(type="LocalVisBackend")])
+        if not any(b.get("type") == "TensorboardVisBackend" for b in backends):
+            backends.append(dict(type="TensorboardVisBackend"))
+        vis["vis_backends"] = backends
+        cfg.visualizer = vis
+    rn.resolve_embedded_dataset(cfg, progress)
+    rn.harden(cfg)
+    rn.check_data_paths(cfg, ("train", "val"))
+    return cfg
+
+
+def check_training_data(cfg: Any, mode: str, progress: ProgressFn = rn._noop) -> list[str]:
+    """``fltool data check`` on the train/val sets before training. Returns notes (e.g. what was dropped)."""
+    if mode == "skip":
+        return ["data check skipped (--data-check skip)"]
+    from fltool.data.check import check_coco, drop_bad_records
+
+    notes = []
+    for split in ("train", "val"):
+        ann, img_dir = rn.dataset_paths(cfg, split)
+        if ann is None:
+            continue
+        progress(ProgressEvent("stage", f"checking {split} data ({ann.name})"))
+        report = check_coco(ann, img_dir)
+        if report.ok:
+            continue
+        errors = [i for i in report.issues if i.severity == "error"]
+        summary = ", ".join(f"{i.count} {i.kind}" for i in errors)
+        if mode != "drop":
+            example = errors[0].examples[0] if errors and errors[0].examples else ""
+            raise DataError(f"{split} data {ann} has errors: {summary}" + (f" (e.g. {example})" if example else ""),
+                            f"run `fltool data check {ann}` for the full report; fix the data or rerun with "
+                            "--data-check drop to train without the bad records")
+        out = Path(cfg.work_dir) / "data" / f"{split}_checked.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        n_img, n_ann = drop_bad_records(ann, report, out)
+        dataset = cfg[f"{split}_dataloader"]["dataset"]
+        while "dataset" in dataset and "ann_file" not in dataset:
+            dataset = dataset["dataset"]
+        dataset["ann_file"] = str(out.resolve())
+        dataset["data_root"] = ""
+        dataset["data_prefix"] = dict(img=str(img_dir) + "/")
+        if split == "val":
+            for key in ("val_evaluator", "test_evaluator"):
+                if isinstance(cfg.get(key), dict) and "ann_file" in cfg[key]:
+                    cfg[key]["ann_file"] = str(out.resolve())
+        notes.append(f"{split}: dropped {n_img} images and {n_ann} annotations with errors ({summary}); "
+                     f"training reads {out}")
+    return notes
+
+
+# --------------------------------------------------------------------------------------------------------------
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; a second signal restores the default handler so it kills at once."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._previous: dict = {}
+
+    def __call__(self) -> int:
+        return self.signum
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def _make_progress_hook(progress: ProgressFn, sink: dict) -> Any:
+    from mmengine.hooks import Hook
+
+    class ProgressHook(Hook):
+        """Reports iterations, losses, lr, positives and validation to ``progress``; keeps the last metrics."""
+
+        priority = "LOW"
+
+        def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
+                             outputs: Optional[dict] = None) -> None:
+            values = {k: float(v) for k, v in (outputs or {}).items()}
+            lrs = runner.optim_wrapper.get_lr().get("lr", [])
+            if lrs:
+                values["lr"] = float(lrs[0])
+            hub = runner.message_hub
+            for key in ("time", "data_time"):
+                scalar = hub.log_scalars.get(f"train/{key}")
+                if scalar is not None:
+                    values[key] = float(scalar.current())
+            progress(ProgressEvent("train_iter", iteration=runner.iter + 1, max_iters=runner.max_iters,
+                                   epoch=runner.epoch, values=values))
+
+        def after_val_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+            progress(ProgressEvent("val_iter", iteration=batch_idx + 1,
+                                   max_iters=len(runner.val_dataloader)))
+
+        def after_test_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+            progress(ProgressEvent("val_iter", iteration=batch_idx + 1,
+                                   max_iters=len(runner.test_dataloader)))
+
+        def after_val_epoch(self, runner: Any, metrics: Optional[dict] = None) -> None:
+            sink["raw"] = dict(metrics or {})
+            sink["iteration"] = runner.iter
+            progress(ProgressEvent("val_end", iteration=runner.iter, values=coco_metrics(sink["raw"])))
+
+        after_test_epoch = after_val_epoch
+
+    return ProgressHook()
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".partial")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def train(opts: TrainOptions, progress: ProgressFn = rn._noop) -> TrainResult:
+    """Train (and evaluate at the end) as the config says; returns the final metrics and where things are."""
+    start = time.time()
+    if opts.launcher != "none":
+        compat.init_distributed(opts.launcher)
+    progress(ProgressEvent("stage", "loading config"))
+    cfg = prepare_train_config(opts, progress)
+    notes = check_training_data(cfg, opts.data_check, progress)
+    Path(cfg.work_dir).mkdir(parents=True, exist_ok=True)
+
+    progress(ProgressEvent("stage", "building model and data"))
+    from fltool.engine.checkpoint import trusted
+
+    stop = _StopFlag()
+    sink: dict = {}
+    with rn.captured_stdout(rn.stdout_log(cfg)):
+        runner = rn.build_runner(cfg)
+        rn.quiet_console_logging(runner)
+        from fltool_plugins.hooks import StopRequestHook, TrainingStopped
+
+        runner.register_hook(_make_progress_hook(progress, sink))
+        runner.register_hook(StopRequestHook(stop))
+        stop.install()
+        try:
+            with rn.translate_errors(), trusted(cfg.load_from if opts.trust_checkpoint else None):
+                runner.train()
+        except TrainingStopped as exc:
+            raise Interrupted(f"{exc}; checkpoint saved: {exc.checkpoint}",
+                              exc.signum, f"continue with: fltool train {opts.config} --resume auto"
+                              + (f" --work-dir {opts.work_dir}" if opts.work_dir else "")) from None
+        finally:
+            stop.restore()
+
+    metrics = coco_metrics(sink.get("raw", {}))
+    last = runner.message_hub.get_info("last_ckpt")
+    metrics_file = None
+    from mmengine.dist import is_main_process
+
+    if is_main_process():
+        metrics_file = Path(cfg.work_dir) / "metrics.json"
+        _write_json_atomic(metrics_file, {
+            "config": str(opts.config), "work_dir": str(cfg.work_dir), "iteration": sink.get("iteration"),
+            "checkpoint": last, "bbox": {k: v for k, v in metrics.items() if k != "per_class_AP"},
+            "per_class_AP": metrics.get("per_class_AP", {}), "raw": sink.get("raw", {}),
+            "val_ann_file": str(rn.dataset_paths(cfg, "val")[0]), "wall_s": round(time.time() - start, 1),
+        })
+    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        notes.append(f"metrics {bad} are not finite (no detections?)")
+    return TrainResult(Path(cfg.work_dir), metrics, metrics_file, Path(last) if last else None,
+                       int(runner.iter), time.time() - start, notes)
