@@ -1,0 +1,321 @@
+"""Sigmoid Focal Loss (FL) and FL* as pure functions (Lin et al., "Focal Loss for Dense Object Detection", 2017).
+
+Per anchor and class, with x the logit, y the target, s = +1 for y = 1 and -1 for y = 0, x_t = s x, p_t = sigmoid(x_t):
+
+    FL(p_t)  = -alpha_t (1 - p_t)^gamma log(p_t)                    dFL/dx  = s alpha_t (1 - p_t)^gamma (gamma p_t log p_t + p_t - 1)
+    FL*(x_t) = -alpha_t log(p*_t) / gamma, p*_t = sigmoid(gamma x_t + beta)     dFL*/dx = s alpha_t (p*_t - 1)
+
+with alpha_t = alpha for y = 1 and 1 - alpha for y = 0 (per class when alpha is a vector, 1 when alpha is None).
+Both are computed from the logit in log-space: -log p_t = softplus(-x_t), -log(1 - p_t) = softplus(x_t) and
+(1 - p_t)^gamma = exp(-gamma softplus(x_t)); nothing takes the log of a rounded probability, and (1 - p_t)^(gamma - 1)
+is never formed, so loss and gradient are finite for any finite logit and any gamma >= 0.
+
+The gradient is the closed form of the paper's appendix B (an autograd Function, not autograd through temporaries).
+On CPU it runs the fused C++ kernel ``fltool_plugins._focal_ext`` (one pass forward, one pass backward; a reduced
+loss never materialises an (N, K) tensor); elsewhere, or without the kernel, the same closed forms in PyTorch.
+
+Targets are class indices (N,) with background = K (what MMDetection's heads pass) or float (N, K) one-hot/soft
+targets in [0, 1]. For soft targets FL is the torchvision/MMDetection formula
+``ce(x, y) * (1 - p_t)^gamma * alpha_t`` with ``p_t = p y + (1 - p)(1 - y)`` and ``alpha_t = alpha y + (1 - alpha)(1 - y)``;
+its derivative is ``alpha_t q^gamma (gamma r (1 - 2y) ce + p - y)`` with q = 1 - p_t and ``r = p (1 - p) / q``, which
+is appendix B for y in {0, 1} (r = p_t there). FL* of a soft target is the expectation over a Bernoulli(y) target,
+``y FL*(s = +1) + (1 - y) FL*(s = -1)``.
+"""
+from __future__ import annotations
+
+from typing import Literal, NamedTuple, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+try:
+    from .. import _focal_ext
+    _KERNEL_ERROR: Optional[str] = None
+except ImportError as err:  # built with FLTOOL_NO_EXT=1, or not built for this torch
+    _focal_ext = None
+    _KERNEL_ERROR = f"{type(err).__name__}: {err}"
+
+__all__ = ["sigmoid_focal_loss", "sigmoid_focal_loss_star", "kernel_available", "Reduction", "Backend", "Alpha"]
+
+Reduction = Literal["none", "mean", "sum"]
+Backend = Literal["auto", "kernel", "torch"]
+Alpha = Union[None, float, Sequence[float], Tensor]
+
+_EPS = torch.finfo(torch.float32).eps  # MMDetection's guard in loss.sum() / (avg_factor + eps)
+
+
+def kernel_available() -> bool:
+    """Whether the compiled CPU kernel imported."""
+    return _focal_ext is not None
+
+
+def sigmoid_focal_loss(logits: Tensor, targets: Tensor, *, gamma: float = 2.0, alpha: Alpha = 0.25,
+                       weight: Optional[Tensor] = None, reduction: Reduction = "none",
+                       avg_factor: Optional[Union[float, Tensor]] = None, backend: Backend = "auto") -> Tensor:
+    """Sigmoid Focal Loss FL = -alpha_t (1 - p_t)^gamma log(p_t), computed from logits.
+
+    Args:
+        logits: (N, K) class logits, any floating dtype (fp16/bf16 are computed in fp32 and returned in their dtype).
+        targets: (N,) int64 class indices with background = K, or (N, K) float targets in [0, 1].
+        gamma: focusing parameter, >= 0 (gamma = 0 gives alpha-balanced cross entropy).
+        alpha: None (no alpha weighting), a float, or K per-class values (alpha_t = alpha_k for y = 1,
+            1 - alpha_k for y = 0).
+        weight: None, (N,), (N, 1) or (N, K) per-element weights (an element of weight 0 contributes exactly 0).
+        reduction: "none" -> (N, K); "sum"; "mean" -> sum / (avg_factor + eps) if avg_factor is given (MMDetection's
+            normalisation by the number of positive anchors), else the mean over all N * K elements.
+        avg_factor: the normaliser of "mean" (ignored by "none", an error with "sum", as in MMDetection).
+        backend: "auto" (the C++ kernel for CPU float16/bfloat16/float32 when built, PyTorch otherwise), "kernel"
+            (always the kernel, which computes in float32), or "torch" (the PyTorch closed form).
+    """
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    spec = _LossSpec(star=False, gamma=float(gamma), beta=0.0)
+    return _focal(logits, targets, spec, alpha, weight, reduction, avg_factor, backend)
+
+
+def sigmoid_focal_loss_star(logits: Tensor, targets: Tensor, *, gamma: float = 1.0, beta: float = 0.0,
+                            alpha: Alpha = 0.25, weight: Optional[Tensor] = None, reduction: Reduction = "none",
+                            avg_factor: Optional[Union[float, Tensor]] = None, backend: Backend = "auto") -> Tensor:
+    """FL* of appendix A: FL* = -alpha_t log(sigmoid(gamma x_t + beta)) / gamma, with x_t = s x.
+
+    Same arguments as :func:`sigmoid_focal_loss` plus ``beta``; ``gamma`` must be > 0. For soft targets y in [0, 1]
+    the loss is the expectation over a Bernoulli(y) target: y FL*(s = +1) + (1 - y) FL*(s = -1).
+    """
+    if not gamma > 0:
+        raise ValueError(f"FL* needs gamma > 0 (it divides by gamma), got {gamma}")
+    spec = _LossSpec(star=True, gamma=float(gamma), beta=float(beta))
+    return _focal(logits, targets, spec, alpha, weight, reduction, avg_factor, backend)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Argument handling
+# ---------------------------------------------------------------------------------------------------------------------
+
+class _LossSpec(NamedTuple):
+    star: bool
+    gamma: float
+    beta: float
+
+
+class _AlphaSpec(NamedTuple):
+    use_alpha: bool
+    scalar: float  # when per_class is None
+    per_class: Optional[Tensor]  # (K,) in the compute dtype, on the logits' device
+
+
+def _focal(logits: Tensor, targets: Tensor, spec: _LossSpec, alpha: Alpha, weight: Optional[Tensor],
+           reduction: str, avg_factor: Optional[Union[float, Tensor]], backend: str) -> Tensor:
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f'reduction must be "none", "mean" or "sum", got {reduction!r}')
+    if avg_factor is not None and reduction == "sum":
+        raise ValueError('avg_factor can not be used with reduction="sum"')
+    if backend not in ("auto", "kernel", "torch"):
+        raise ValueError(f'backend must be "auto", "kernel" or "torch", got {backend!r}')
+    if logits.dim() != 2 or not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating (N, K) tensor, got {tuple(logits.shape)} {logits.dtype}")
+    for name, tensor in (("targets", targets), ("weight", weight)):
+        if tensor is not None and tensor.requires_grad:
+            raise ValueError(f"the focal loss differentiates w.r.t. the logits only; detach {name}")
+    n, k = logits.shape
+
+    use_kernel = backend == "kernel" or (
+        backend == "auto" and logits.device.type == "cpu" and logits.dtype != torch.float64 and _focal_ext is not None)
+    if use_kernel and (_focal_ext is None or logits.device.type != "cpu"):
+        raise RuntimeError(f"the focal-loss kernel runs on CPU only and must be built ({_KERNEL_ERROR or 'ok'})")
+    compute_dtype = torch.float32 if use_kernel or logits.dtype in (torch.float16, torch.bfloat16) else logits.dtype
+
+    targets = _check_targets(targets, n, k, compute_dtype)
+    weight = _check_weight(weight, n, k, compute_dtype)
+    alpha_spec = _check_alpha(alpha, k, logits.device, compute_dtype)
+
+    summed = reduction != "none"
+    loss = _FocalFunction.apply(logits, targets, weight, alpha_spec, spec, summed, use_kernel)
+    if reduction == "mean":
+        denom = n * k if avg_factor is None else avg_factor + _EPS
+        loss = loss / denom
+    return loss
+
+
+def _check_targets(targets: Tensor, n: int, k: int, dtype: torch.dtype) -> Tensor:
+    if targets.is_floating_point() or targets.dtype == torch.bool:
+        if targets.shape != (n, k):
+            raise ValueError(f"float targets must have the logits' shape {(n, k)}, got {tuple(targets.shape)}")
+        return targets.to(dtype).contiguous()
+    if targets.shape != (n,):
+        raise ValueError(f"class-index targets must have shape ({n},), got {tuple(targets.shape)}")
+    if n > 0:
+        low, high = torch.aminmax(targets)
+        low, high = int(low), int(high)
+        if low < 0 or high > k:
+            raise ValueError(f"class-index targets must lie in [0, {k}] ({k} = background for {k} classes), "
+                             f"got values in [{low}, {high}]")
+    return targets.to(torch.int64).contiguous()
+
+
+def _check_weight(weight: Optional[Tensor], n: int, k: int, dtype: torch.dtype) -> Optional[Tensor]:
+    if weight is None:
+        return None
+    if weight.shape in ((n,), (n, 1)):
+        return weight.reshape(n, 1).to(dtype).contiguous()  # per anchor
+    if weight.shape == (n, k) or (weight.dim() == 1 and weight.numel() == n * k):
+        return weight.reshape(n, k).to(dtype).contiguous()  # per element (flattened as MMDetection's FSAF passes it)
+    raise ValueError(f"weight must have shape ({n},), ({n}, 1) or ({n}, {k}), got {tuple(weight.shape)}")
+
+
+def _check_alpha(alpha: Alpha, k: int, device: torch.device, dtype: torch.dtype) -> _AlphaSpec:
+    if alpha is None:
+        return _AlphaSpec(False, 1.0, None)
+    if isinstance(alpha, (int, float)) or (isinstance(alpha, Tensor) and alpha.dim() == 0):
+        return _AlphaSpec(True, float(alpha), None)
+    per_class = torch.as_tensor(alpha, dtype=dtype, device=device).reshape(-1)
+    if per_class.numel() != k:
+        raise ValueError(f"per-class alpha needs one value per class ({k}), got {per_class.numel()}")
+    return _AlphaSpec(True, 0.0, per_class.contiguous())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The autograd Function: kernel or PyTorch closed forms
+# ---------------------------------------------------------------------------------------------------------------------
+
+class _FocalFunction(torch.autograd.Function):
+    """Loss (per element, or its sum) in forward; the closed-form derivative in backward."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, targets: Tensor, weight: Optional[Tensor], alpha: _AlphaSpec, spec: _LossSpec,
+                summed: bool, use_kernel: bool) -> Tensor:
+        ctx.alpha, ctx.spec, ctx.summed, ctx.use_kernel = alpha, spec, summed, use_kernel
+        ctx.save_for_backward(logits, targets, weight)
+        if use_kernel:
+            loss = _focal_ext.forward(logits.float().contiguous(), targets, _or_empty(weight), _or_empty(alpha.per_class),
+                                      alpha.scalar, alpha.use_alpha, spec.gamma, spec.beta, spec.star, summed)
+        else:
+            loss = _torch_loss(logits.to(_compute_dtype(logits)), targets, weight, alpha, spec)
+            if summed:
+                loss = loss.sum()
+        return loss.to(logits.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        logits, targets, weight = ctx.saved_tensors
+        alpha, spec = ctx.alpha, ctx.spec
+        if ctx.use_kernel:
+            if ctx.summed:
+                go, scale = None, float(grad_output)
+            else:
+                go, scale = grad_output.float().contiguous(), 1.0
+            grad = _focal_ext.backward(logits.float().contiguous(), targets, _or_empty(weight),
+                                       _or_empty(alpha.per_class), alpha.scalar, alpha.use_alpha, spec.gamma,
+                                       spec.beta, spec.star, _or_empty(go), scale)
+        else:
+            grad = _torch_grad(logits.to(_compute_dtype(logits)), targets, weight, alpha, spec)
+            grad.mul_(grad_output.to(grad.dtype))
+        return grad.to(logits.dtype), None, None, None, None, None, None
+
+
+def _compute_dtype(logits: Tensor) -> torch.dtype:
+    return torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else logits.dtype
+
+
+def _or_empty(tensor: Optional[Tensor]) -> Tensor:
+    return torch.empty(0) if tensor is None else tensor
+
+
+def _alpha_pos_neg(alpha: _AlphaSpec, dtype: torch.dtype):
+    """(alpha_t for y = 1, alpha_t for y = 0) as floats or (K,) tensors; (1, 1) without alpha."""
+    if not alpha.use_alpha:
+        return 1.0, 1.0
+    if alpha.per_class is not None:
+        a = alpha.per_class.to(dtype)
+        return a, 1 - a
+    return alpha.scalar, 1.0 - alpha.scalar
+
+
+def _apply_weight(value: Tensor, weight: Optional[Tensor]) -> Tensor:
+    """value * weight in place, with elements of weight 0 set to exactly 0 (also where value is inf or NaN)."""
+    if weight is not None:
+        value.mul_(weight).masked_fill_(weight == 0, 0.0)
+    return value
+
+
+def _torch_loss(x: Tensor, targets: Tensor, weight: Optional[Tensor], alpha: _AlphaSpec, spec: _LossSpec) -> Tensor:
+    """Weighted element loss (N, K) in PyTorch, from the logits."""
+    a_pos, a_neg = _alpha_pos_neg(alpha, x.dtype)
+    gamma = spec.gamma
+    if targets.dtype == torch.int64:
+        pos = targets[:, None] == torch.arange(x.shape[1], device=x.device)  # (N, K) bool: y = 1
+        x_t = torch.where(pos, x, -x)
+        if spec.star:
+            z = x_t.mul_(gamma).add_(spec.beta)
+            loss = F.softplus(z.neg_()).div_(gamma)  # -log(p*_t) / gamma
+        else:
+            loss = F.softplus(-x_t)  # ce = -log(p_t)
+            if gamma != 0:
+                loss.mul_(F.softplus(x_t).mul_(-gamma).exp_())  # (1 - p_t)^gamma = exp(-gamma softplus(x_t))
+        del x_t
+        if alpha.use_alpha:
+            loss.mul_(torch.where(pos, a_pos, a_neg))
+    else:
+        y = targets
+        if spec.star:
+            gx = x * gamma
+            loss = F.softplus(-(gx + spec.beta)).mul_(y * a_pos)  # s = +1
+            loss.add_(F.softplus(gx.sub_(spec.beta)).mul_((1 - y) * a_neg))  # s = -1
+            loss.div_(gamma)
+        else:
+            loss = _soft_ce(x, y)
+            if gamma != 0:
+                q = _soft_q(x, y)
+                loss.mul_(q.pow_(gamma))
+            if alpha.use_alpha:
+                loss.mul_(y * a_pos + (1 - y) * a_neg)
+    return _apply_weight(loss, weight)
+
+
+def _soft_ce(x: Tensor, y: Tensor) -> Tensor:
+    """Cross entropy y softplus(-x) + (1 - y) softplus(x); unlike softplus(x) - x y it does not cancel at large |x|."""
+    return F.softplus(-x).mul_(y).add_(F.softplus(x).mul_(1 - y))
+
+
+def _soft_q(x: Tensor, y: Tensor) -> Tensor:
+    """q = 1 - p_t = p (1 - y) + (1 - p) y, with 1 - p evaluated as sigmoid(-x)."""
+    return torch.sigmoid(x).mul_(1 - y).add_(torch.sigmoid(-x).mul_(y))
+
+
+def _torch_grad(x: Tensor, targets: Tensor, weight: Optional[Tensor], alpha: _AlphaSpec, spec: _LossSpec) -> Tensor:
+    """d(weighted element loss)/dx (N, K) in PyTorch: the closed forms of appendix B."""
+    a_pos, a_neg = _alpha_pos_neg(alpha, x.dtype)
+    gamma = spec.gamma
+    if targets.dtype == torch.int64:
+        pos = targets[:, None] == torch.arange(x.shape[1], device=x.device)
+        x_t = torch.where(pos, x, -x)
+        if spec.star:
+            grad = torch.sigmoid(x_t.mul_(-gamma).sub_(spec.beta))  # 1 - p*_t = sigmoid(-z)
+        else:
+            grad = torch.sigmoid(-x_t)  # 1 - p_t
+            if gamma != 0:
+                # (1 - p_t)^gamma (gamma p_t ce + 1 - p_t), ce = -log p_t
+                grad.add_(F.softplus(-x_t).mul_(torch.sigmoid(x_t)).mul_(gamma))
+                grad.mul_(F.softplus(x_t).mul_(-gamma).exp_())
+        del x_t
+        # times -s alpha_t
+        grad.mul_(torch.where(pos, -a_pos, a_neg))
+    else:
+        y = targets
+        if spec.star:
+            gx = x * gamma
+            grad = torch.sigmoid(gx - spec.beta).mul_((1 - y) * a_neg)           # s = -1: sigmoid(-z)
+            grad.sub_(torch.sigmoid(gx.add_(spec.beta).neg_()).mul_(y * a_pos))  # s = +1: -sigmoid(-z)
+        else:
+            grad = torch.sigmoid(x).sub_(y)  # p - y
+            if gamma != 0:
+                q = _soft_q(x, y)
+                ratio = torch.sigmoid(x).mul_(torch.sigmoid(-x)).div_(q.clamp(min=torch.finfo(x.dtype).tiny))  # r
+                ratio.mul_(1 - 2 * y).mul_(gamma).mul_(_soft_ce(x, y))
+                grad.add_(ratio)
+                del ratio
+                grad.mul_(q.pow_(gamma))
+            if alpha.use_alpha:
+                grad.mul_(y * a_pos + (1 - y) * a_neg)
+    return _apply_weight(grad, weight)
+
