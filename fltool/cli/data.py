@@ -1,6 +1,142 @@
-"""`fltool data` command group."""
+"""`fltool data`: generate the synthetic default dataset, check a COCO dataset."""
 from __future__ import annotations
 
-from fltool.cli.common import new_app
+import contextlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
-app = new_app("data")
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typing_extensions import Annotated
+
+from fltool.cli.common import command, console, err_console, new_app, table
+from fltool.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from fltool.data.check import CheckReport
+
+app = new_app("Datasets: generate the synthetic default dataset, check a COCO dataset before training on it.")
+
+
+@contextlib.contextmanager
+def _progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr, driven by a ``(done, total)`` callback (none when stderr is not a terminal)."""
+    if not err_console.is_terminal:
+        yield lambda done, total: None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+# ---------------------------------------------------------------------------------------------- synth
+
+@command(app, "synth")
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write images/, train.json, val.json, meta.json into.",
+                                            show_default=False)],
+    num_train: Annotated[Optional[int], typer.Option("--num-train", min=1, help="Training images.")] = None,
+    num_val: Annotated[Optional[int], typer.Option("--num-val", min=1, help="Validation images.")] = None,
+    # 160 px: the smallest image that fits the default large shapes (96 px, at most 0.6 of the side).
+    size: Annotated[Optional[int], typer.Option("--size", min=160, help="Image side in pixels.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Write into OUT_DIR even if it is not empty.")] = False,
+) -> None:
+    """Generate the synthetic shapes dataset (the default training data) into OUT_DIR. Unset options keep the
+    defaults of the embedded dataset."""
+    from fltool.data.synth import SynthSpec, generate
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir} is a file", "give a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise DataError(f"{out_dir} is not empty", "choose an empty folder, or add --force to write into it")
+    overrides = {"num_train": num_train, "num_val": num_val, "image_size": size, "seed": seed}
+    spec = SynthSpec(**{k: v for k, v in overrides.items() if v is not None})
+    with _progress_bar("generating") as progress:
+        dataset = generate(spec, out_dir, progress)
+    meta = dataset.meta()
+    splits = meta["splits"]
+    rows = [["images"] + [splits[s]["images"] for s in splits],
+            ["boxes"] + [splits[s]["boxes"] for s in splits],
+            ["distractors (unlabelled)"] + [splits[s]["distractors"] for s in splits]]
+    rows += [[f"  {name}"] + [splits[s]["class_counts"][name] for s in splits] for name in dataset.classes]
+    rows += [[f"  {size_} fraction"] + [splits[s]["size_fractions"][size_] for s in splits]
+             for size_ in ("small", "medium", "large")]
+    console.print(table(f"synthetic dataset in {out_dir}", ["", *splits], rows,
+                        caption=f"{spec.image_size}x{spec.image_size} px, seed {spec.seed}, "
+                                f"content hash {meta['content_hash'][:12]}"))
+
+
+# ---------------------------------------------------------------------------------------------- check
+
+def _print_report(name: str, report: CheckReport, max_show: int) -> None:
+    from fltool.data.check import SIZE_NAMES
+
+    rows = [["images", report.num_images], ["annotations", report.num_annotations],
+            ["categories", report.num_categories]]
+    rows += [[f"  {cls}", count] for cls, count in report.class_counts.items()]
+    total = max(sum(report.size_histogram.values()), 1)
+    rows += [[f"  {s} boxes", f"{report.size_histogram[s]} ({report.size_histogram[s] / total:.1%})"]
+             for s in SIZE_NAMES]
+    rows += [[f"  {size} images", n] for size, n in sorted(report.image_sizes.items(), key=lambda kv: -kv[1])[:3]]
+    how = "pixels decoded" if report.decoded else "headers only, --no-decode"
+    console.print(f"{name}: {report.ann_file}, images in {report.img_dir} ({how})",
+                  markup=False, highlight=False, soft_wrap=True)
+    console.print(table(f"{name}: {report.ann_file.name}", ["", "count"], rows))
+    if report.issues:
+        issue_rows = [[i.kind, i.severity, i.count, "\n".join(i.examples[:max_show])] for i in report.issues]
+        issues = table(f"{name}: issues", ["kind", "severity", "count", "first examples"], issue_rows)
+        issues.columns[3].justify = "left"
+        console.print(issues)
+    else:
+        console.print(f"{name}: no issues")
+
+
+@command(app, "check")
+def check(
+    target: Annotated[str, typer.Argument(help="A COCO annotation .json file, or a config (path or name) whose "
+                                               "train/val datasets to check.", show_default=False)],
+    img_dir: Annotated[Optional[Path], typer.Option(
+        "--img-dir", help="Image folder of an annotation file (default: images/ beside it if present, "
+                          "else its folder).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")] = False,
+    max_show: Annotated[int, typer.Option("--max-show", min=0, help="Examples shown per issue.")] = 3,
+    no_decode: Annotated[bool, typer.Option("--no-decode", help="Read image headers only (size, existence), "
+                                            "do not decode pixels: faster, but misses truncated files.")] = False,
+) -> None:
+    """Check a COCO dataset: missing/corrupt images, size mismatches, bad boxes and ids, class counts, box sizes.
+    Exits 1 when it finds errors (warnings are fine)."""
+    from fltool.data.check import check_coco, check_config_datasets
+
+    with _progress_bar("checking images") as progress:
+        if target.endswith(".json"):
+            reports = {"dataset": check_coco(Path(target), img_dir, decode=not no_decode, progress=progress)}
+        else:
+            if img_dir is not None:
+                raise ConfigError("--img-dir applies to an annotation .json file",
+                                  "a config names its image folders itself (data_root, data_prefix)")
+            from fltool.engine.config import load_config
+            from fltool.engine.runner import resolve_embedded_dataset
+
+            cfg = load_config(target)
+            # The embedded dataset's placeholder root becomes its cached folder (generated on first use).
+            resolve_embedded_dataset(cfg, progress=lambda event: progress(event.iteration, event.max_iters))
+            reports = check_config_datasets(cfg, decode=not no_decode,
+                                            progress=lambda name, done, total: progress(done, total))
+    if as_json:
+        payload = next(iter(reports.values())).to_dict() if target.endswith(".json") else \
+            {name: r.to_dict() for name, r in reports.items()}
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        for name, report in reports.items():
+            _print_report(name, report, max_show)
+    failed = [r for r in reports.values() if not r.ok]
+    if failed:
+        raise DataError("; ".join(r.summary() for r in failed),
+                        "fix the records listed, or skip them when training with --drop-bad-data")
