@@ -165,7 +165,7 @@ class SynthDataset:
     classes: tuple[str, ...]
 
     @classmethod
-    def at(cls, root: Path) -> "SynthDataset":
+    def load(cls, root: Path) -> "SynthDataset":
         """The dataset generated in ``root`` (reads its ``meta.json``)."""
         root = Path(root)
         meta_file = root / "meta.json"
@@ -514,9 +514,11 @@ def generate(spec: SynthSpec, out_dir: Path, progress: Progress | None = None) -
             stale.unlink()
     meta = {"generator_version": GENERATOR_VERSION, "spec_hash": spec.short_hash(), "spec": spec.to_dict(),
             "splits": meta_splits, "content_hash": content.hexdigest()}
-    # Written last: a folder with meta.json holds a finished dataset.
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return SynthDataset.at(out_dir)
+    # Written last, atomically: a folder with meta.json holds a finished dataset.
+    tmp = out_dir / "meta.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, out_dir / "meta.json")
+    return SynthDataset.load(out_dir)
 
 
 # ---------------------------------------------------------------------------------------------- the cache
@@ -561,7 +563,7 @@ def default_dataset(spec: SynthSpec | None = None, cache_dir: Path | None = None
     name = f"synth-{spec.short_hash()}"
     final = root / name
     if _is_complete(final):
-        return SynthDataset.at(final)
+        return SynthDataset.load(final)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -570,7 +572,7 @@ def default_dataset(spec: SynthSpec | None = None, cache_dir: Path | None = None
 
     with _exclusive_lock(root / f"{name}.lock") as locked:
         if _is_complete(final):  # another process finished it while we waited
-            return SynthDataset.at(final)
+            return SynthDataset.load(final)
         if locked:  # nobody else is generating this spec: temporary folders are leftovers
             for leftover in root.glob(f".{name}.tmp-*"):
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -589,4 +591,4 @@ def default_dataset(spec: SynthSpec | None = None, cache_dir: Path | None = None
                             "set FLTOOL_CACHE to a writable folder with some free space") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return SynthDataset.at(final)
+    return SynthDataset.load(final)
