@@ -5,7 +5,7 @@ per location (3 octave scales x 3 ratios, base size 4 x stride on strides 8..128
 L1 box loss, P7 = conv(ReLU(P6)). Changed for a 2-core CPU and no ImageNet weights: a narrower backbone and head,
 GroupNorm in the subnets, AdamW with warm-up and gradient clipping instead of SGD.
 """
-_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', './machine_iter_runtime.py']
+_base_ = './retinanet_fltool.py'
 
 model = dict(
     backbone=dict(depth=18, base_channels=32, out_indices=(1, 2, 3), frozen_stages=-1, norm_eval=False,
@@ -40,3 +40,11 @@ param_scheduler = [
     dict(type='MultiStepLR', by_epoch=False, begin=0, end=600, milestones=[400, 530], gamma=0.1),
 ]
 auto_scale_lr = dict(enable=False, base_batch_size=8)
+
+# Iteration-based schedule, logs and checkpoints sized for minutes, not days.
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=600, val_interval=600)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+default_hooks = dict(checkpoint=dict(by_epoch=False, interval=200), logger=dict(interval=20))
+log_processor = dict(type='LogProcessor', window_size=20, by_epoch=False)
+env_cfg = dict(dist_cfg=dict(backend='gloo'))

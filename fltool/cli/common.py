@@ -131,7 +131,8 @@ def write_json(path: Path, data: Any) -> Path:
 
 
 def table(title: str, columns: List[str], rows: List[List[Any]], caption: Optional[str] = None) -> Table:
-    t = Table(title=title, caption=caption, header_style="bold")
+    width = max(len(title), len(caption or "")) + 4
+    t = Table(title=title, caption=caption, header_style="bold", min_width=min(width, console.width))
     for i, col in enumerate(columns):
         t.add_column(col, justify="left" if i == 0 else "right")
     for row in rows:

@@ -91,6 +91,7 @@ class ProgressDisplay:
             elif event.iteration == event.max_iters:
                 self._log(f"eval {event.iteration}/{event.max_iters} batches")
         elif event.kind == "val_end":
-            self._log(f"evaluation at iteration {event.iteration}: {metrics_line(event.values)}")
+            when = f" at iteration {event.iteration}" if event.iteration else ""
+            self._log(f"evaluation{when}: {metrics_line(event.values) or 'no detections'}")
         elif event.kind == "note":
             self._log(event.message)

@@ -237,7 +237,7 @@ def _make_progress_hook(progress: ProgressFn, sink: dict) -> Any:
 
         def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
                              outputs: Optional[dict] = None) -> None:
-            values = {k: float(v) for k, v in (outputs or {}).items()}
+            values = {k: float(v.detach()) if hasattr(v, 'detach') else float(v) for k, v in (outputs or {}).items()}
             lrs = runner.optim_wrapper.get_lr().get("lr", [])
             if lrs:
                 values["lr"] = float(lrs[0])
@@ -312,7 +312,7 @@ def train(opts: TrainOptions, progress: ProgressFn = rn._noop) -> TrainResult:
     from mmengine.dist import is_main_process
 
     if is_main_process():
-        metrics_file = Path(cfg.work_dir) / "metrics.json"
+        metrics_file = Path(cfg.work_dir).resolve() / "metrics.json"
         _write_json_atomic(metrics_file, {
             "config": str(opts.config), "work_dir": str(cfg.work_dir), "iteration": sink.get("iteration"),
             "checkpoint": last, "bbox": {k: v for k, v in metrics.items() if k != "per_class_AP"},
@@ -322,5 +322,5 @@ def train(opts: TrainOptions, progress: ProgressFn = rn._noop) -> TrainResult:
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
         notes.append(f"metrics {bad} are not finite (no detections?)")
-    return TrainResult(Path(cfg.work_dir), metrics, metrics_file, Path(last) if last else None,
+    return TrainResult(Path(cfg.work_dir).resolve(), metrics, metrics_file, Path(last) if last else None,
                        int(runner.iter), time.time() - start, notes)
