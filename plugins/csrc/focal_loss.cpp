@@ -8,8 +8,10 @@
 //   -log (1 - p_t) = softplus( x_t) = max( x_t, 0) + l
 //   1 - p_t = sigmoid(-x_t) = (x_t >= 0 ? e : 1) / (1 + e),  p_t = (x_t >= 0 ? 1 : e) / (1 + e)
 //   FL     = alpha_t (1 - p_t)^gamma ce
-//   dFL/dx = s alpha_t (1 - p_t)^gamma (gamma p_t log p_t + p_t - 1) = -s alpha_t (1 - p_t)^gamma (gamma p_t ce + 1 - p_t)
-//   FL*    = alpha_t softplus(-z) / gamma,  z = gamma x_t + beta;   dFL*/dx = s alpha_t (p*_t - 1) = -s alpha_t sigmoid(-z)
+//   dFL/dx = s alpha_t (1 - p_t)^gamma (gamma p_t log p_t + p_t - 1)
+//          = -s alpha_t (1 - p_t)^gamma (gamma p_t ce + 1 - p_t)
+//   FL*    = alpha_t softplus(-z) / gamma,  z = gamma x_t + beta
+//   dFL*/dx = s alpha_t (p*_t - 1) = -s alpha_t sigmoid(-z)
 //
 // (1 - p_t)^gamma is never formed as a power of a rounded probability: it is 1 (gamma = 0), a product of (1 - p_t)
 // (integer gamma) or exp(-gamma softplus(x_t)); (1 - p_t)^(gamma - 1) is never formed at all.
@@ -19,8 +21,9 @@
 // element with weight 0 yields exactly 0 loss and gradient, whatever its logit. Sums are accumulated per block of rows
 // (fixed size, independent of the thread count) in double and added in block order, so they are deterministic.
 //
-// Vectorised with ATen's at::vec::Vectorized<float> (AVX2 + Sleef when built with CPU_CAPABILITY_AVX2, portable
-// scalar code otherwise) and threaded with at::parallel_for.
+// Vectorised with ATen's at::vec::Vectorized<float> (AVX2 when built with CPU_CAPABILITY_AVX2, portable code
+// otherwise) and threaded with at::parallel_for. exp and log1p are short inline polynomials over the ranges needed
+// here (~1-2 ulp); Sleef (through at::vec) is only called for the rare soft-target, non-integer-gamma power.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -28,8 +31,13 @@
 
 #include <cfloat>
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace {
 
@@ -58,6 +66,63 @@ struct Params {
 inline Vec vmax0(const Vec& v) { return at::vec::maximum(v, Vec(0.f)); }
 
 // ---------------------------------------------------------------------------------------------------------------
+// The two transcendental functions every element needs, inlined (a call into Sleef spills every live vector register,
+// and the arguments here are range-limited, so short polynomials suffice). Both are accurate to ~1-2 ulp.
+// ---------------------------------------------------------------------------------------------------------------
+
+// exp(u) for u <= 0 (here u = -|x_t|): u = n ln2 + r, |r| <= ln2 / 2, exp(r) by the Cephes expf polynomial,
+// 2^n built in the exponent bits. Results below FLT_MIN (u < -87.3) are flushed to 0.
+inline Vec exp_nonpositive(const Vec& u) {
+  const Vec lowest(-87.3f);
+  const Vec uc = at::vec::maximum(u, lowest);
+  const Vec n = (uc * Vec(1.44269504088896341f)).round();               // in [-126, 0]
+  Vec r = at::vec::fmadd(n, Vec(-0.693359375f), uc);                       // Cody-Waite: ln2 = hi + lo
+  r = at::vec::fmadd(n, Vec(2.12194440e-4f), r);
+  Vec p = at::vec::fmadd(Vec(1.9875691500e-4f), r, Vec(1.3981999507e-3f));
+  p = at::vec::fmadd(p, r, Vec(8.3334519073e-3f));
+  p = at::vec::fmadd(p, r, Vec(4.1665795894e-2f));
+  p = at::vec::fmadd(p, r, Vec(1.6666665459e-1f));
+  p = at::vec::fmadd(p, r, Vec(5.0000001201e-1f));
+  p = at::vec::fmadd(p, r * r, r + Vec(1.f));
+  const auto biased = at::vec::convert_to_int_of_same_size<float>(n) + at::vec::Vectorized<int32_t>(127);
+  const Vec two_n = at::vec::cast<float>(biased << at::vec::Vectorized<int32_t>(23));
+  return Vec::blendv(p * two_n, Vec(0.f), u < lowest);
+}
+
+// log1p(e) for e in [0, 1]: log(1 + e) = 2 atanh(s) with s = e / (2 + e) in [0, 1/3], the odd series to s^13
+// (the first dropped term is below 1.5e-8 relative). Keeps full relative precision for tiny e.
+inline Vec log1p_from_s(const Vec& s) {
+  const Vec w = s * s;
+  Vec p = at::vec::fmadd(Vec(1.f / 13.f), w, Vec(1.f / 11.f));
+  p = at::vec::fmadd(p, w, Vec(1.f / 9.f));
+  p = at::vec::fmadd(p, w, Vec(1.f / 7.f));
+  p = at::vec::fmadd(p, w, Vec(1.f / 5.f));
+  p = at::vec::fmadd(p, w, Vec(1.f / 3.f));
+  p = at::vec::fmadd(p, w, Vec(1.f));
+  return (s + s) * p;
+}
+inline Vec log1p_unit(const Vec& e) { return log1p_from_s(e / (Vec(2.f) + e)); }
+
+// For e = exp(-|v|): 1 / (1 + e) (the sigmoid of |v|) and log1p(e). (Sharing one division between them,
+// r = 1 / ((1 + e)(2 + e)), measured no faster: the divisions are not the bottleneck.)
+struct SigmoidParts {
+  Vec e, inv, l;
+};
+inline SigmoidParts sigmoid_parts(const Vec& v) {
+  const Vec e = exp_nonpositive(v.abs().neg());
+  return {e, Vec(1.f) / (Vec(1.f) + e), log1p_unit(e)};
+}
+
+// exp(-|v|) and log1p(exp(-|v|)), the two pieces of softplus(+-v) = max(+-v, 0) + log1p(exp(-|v|)).
+struct ExpLog {
+  Vec e, l;
+};
+inline ExpLog exp_log1p_neg_abs(const Vec& v) {
+  const Vec e = exp_nonpositive(v.abs().neg());
+  return {e, log1p_unit(e)};
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Element formulas. Each functor gives loss(x, target lanes, column) and grad(x, target lanes, column) for 8 lanes.
 // For class-index targets the "target" is a lane mask (all bits set where the column is the anchor's class).
 // ---------------------------------------------------------------------------------------------------------------
@@ -75,22 +140,22 @@ struct FocalHard {
       for (int i = 1; i < p.gamma_int; ++i) m = m * q;
       return m;
     } else {
-      return (sp * Vec(-p.gamma)).exp();
+      return exp_nonpositive(sp * Vec(-p.gamma));
     }
   }
 
   static inline Vec loss(const Vec& x, const Vec& pos, const Vec& ap, const Vec& an, const Params& p) {
     const Vec xt = Vec::blendv(x.neg(), x, pos);
     const Vec at = Vec::blendv(an, ap, pos);
-    const Vec e = xt.abs().neg().exp();
-    const Vec l = e.log1p();
-    const Vec ce = vmax0(xt.neg()) + l;
-    if constexpr (M == Modulation::kNone) {
-      return at * ce;
-    } else if constexpr (M == Modulation::kGeneral) {
-      return at * ce * modulating(Vec(0.f), vmax0(xt) + l, p);
+    if constexpr (M == Modulation::kNone || M == Modulation::kGeneral) {
+      const auto [e, l] = exp_log1p_neg_abs(xt);
+      const Vec ce = vmax0(xt.neg()) + l;
+      if constexpr (M == Modulation::kNone) return at * ce;
+      else return at * ce * modulating(Vec(0.f), vmax0(xt) + l, p);
     } else {
-      const Vec q = Vec::blendv(Vec(1.f), e, xt >= Vec(0.f)) / (Vec(1.f) + e);
+      const SigmoidParts sg = sigmoid_parts(xt);
+      const Vec ce = vmax0(xt.neg()) + sg.l;
+      const Vec q = Vec::blendv(sg.inv, sg.e * sg.inv, xt >= Vec(0.f));  // 1 - p_t = sigmoid(-x_t)
       return at * ce * modulating(q, Vec(0.f), p);
     }
   }
@@ -98,15 +163,15 @@ struct FocalHard {
   static inline Vec grad(const Vec& x, const Vec& pos, const Vec& ap, const Vec& an, const Params& p) {
     const Vec xt = Vec::blendv(x.neg(), x, pos);
     const Vec minus_s_at = Vec::blendv(an, ap.neg(), pos);  // -s alpha_t
-    const Vec e = xt.abs().neg().exp();
-    const Vec inv = Vec(1.f) / (Vec(1.f) + e);
     const Vec nonneg = xt >= Vec(0.f);
-    const Vec q = Vec::blendv(inv, e * inv, nonneg);    // 1 - p_t
     if constexpr (M == Modulation::kNone) {
-      return minus_s_at * q;                              // dCE/dx = s (p_t - 1)
+      const Vec e = exp_nonpositive(xt.abs().neg());
+      const Vec q = Vec::blendv(Vec(1.f), e, nonneg) / (Vec(1.f) + e);  // 1 - p_t
+      return minus_s_at * q;                                              // dCE/dx = s (p_t - 1)
     } else {
+      const auto [e, inv, l] = sigmoid_parts(xt);
+      const Vec q = Vec::blendv(inv, e * inv, nonneg);    // 1 - p_t
       const Vec pt = Vec::blendv(e * inv, inv, nonneg);  // p_t
-      const Vec l = e.log1p();
       const Vec ce = vmax0(xt.neg()) + l;                 // -log p_t
       const Vec mod = modulating(q, vmax0(xt) + l, p);
       return minus_s_at * mod * at::vec::fmadd(Vec(p.gamma) * pt, ce, q);
@@ -119,7 +184,7 @@ struct StarHard {
     const Vec xt = Vec::blendv(x.neg(), x, pos);
     const Vec at = Vec::blendv(an, ap, pos);
     const Vec z = at::vec::fmadd(Vec(p.gamma), xt, Vec(p.beta));
-    const Vec sp = vmax0(z.neg()) + z.abs().neg().exp().log1p();  // softplus(-z) = -log p*_t
+    const Vec sp = vmax0(z.neg()) + exp_log1p_neg_abs(z).l;  // softplus(-z) = -log p*_t
     return at * sp * Vec(1.f / p.gamma);
   }
 
@@ -127,7 +192,7 @@ struct StarHard {
     const Vec xt = Vec::blendv(x.neg(), x, pos);
     const Vec minus_s_at = Vec::blendv(an, ap.neg(), pos);
     const Vec z = at::vec::fmadd(Vec(p.gamma), xt, Vec(p.beta));
-    const Vec e = z.abs().neg().exp();
+    const Vec e = exp_nonpositive(z.abs().neg());
     const Vec sig_neg_z = Vec::blendv(Vec(1.f), e, z >= Vec(0.f)) / (Vec(1.f) + e);  // 1 - p*_t
     return minus_s_at * sig_neg_z;
   }
@@ -148,11 +213,9 @@ struct FocalSoft {
   static inline Parts parts(const Vec& x, const Vec& y, const Vec& ap, const Vec& an) {
     Parts r;
     const Vec one(1.f);
-    const Vec e = x.abs().neg().exp();
-    const Vec l = e.log1p();
+    const auto [e, inv, l] = sigmoid_parts(x);
     const Vec ybar = one - y;
     r.ce = at::vec::fmadd(y, vmax0(x.neg()) + l, ybar * (vmax0(x) + l));
-    const Vec inv = one / (one + e);
     const Vec nonneg = x >= Vec(0.f);
     r.p = Vec::blendv(e * inv, inv, nonneg);
     r.pbar = Vec::blendv(inv, e * inv, nonneg);
@@ -196,9 +259,9 @@ struct FocalSoft {
 
 // FL* for soft targets: the expectation over a Bernoulli(y) target, y L(s = +1) + (1 - y) L(s = -1).
 struct StarSoft {
-  static inline Vec softplus_neg(const Vec& z) { return vmax0(z.neg()) + z.abs().neg().exp().log1p(); }
+  static inline Vec softplus_neg(const Vec& z) { return vmax0(z.neg()) + exp_log1p_neg_abs(z).l; }
   static inline Vec sigmoid_neg(const Vec& z) {
-    const Vec e = z.abs().neg().exp();
+    const Vec e = exp_nonpositive(z.abs().neg());
     return Vec::blendv(Vec(1.f), e, z >= Vec(0.f)) / (Vec(1.f) + e);
   }
 
@@ -241,34 +304,44 @@ inline int64_t grain_blocks(int64_t k) {
   return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, kBlockRows * k));
 }
 
-// Row kernel: calls fn(k0, count, value) for each column vector of row i, value = weighted element (loss or grad).
-template <typename F, bool kHard, typename Fn>
-inline void for_row(const Problem& pb, int64_t i, const Fn& fn, bool want_grad) {
+// One column vector of row i: loads, the element formula, the element weight, zeroed lanes past the tail.
+template <typename F, bool kHard, bool kGrad, bool kFull>
+inline Vec column_vector(const Problem& pb, const float* xr, const float* yr, const float* wr, const Vec& cols,
+                         const Vec& label, int64_t k0, int64_t count) {
+  const Vec x = kFull ? Vec::loadu(xr + k0) : Vec::loadu(xr + k0, count);
+  Vec tgt;
+  if constexpr (kHard) {
+    tgt = cols == label;  // y = 1 in the anchor's class column
+  } else {
+    tgt = kFull ? Vec::loadu(yr + k0) : Vec::loadu(yr + k0, count);
+  }
+  const Vec ap = Vec::loadu(pb.params.alpha_pos + k0);  // padded to whole vectors
+  const Vec an = Vec::loadu(pb.params.alpha_neg + k0);
+  Vec v = kGrad ? F::grad(x, tgt, ap, an, pb.params) : F::loss(x, tgt, ap, an, pb.params);
+  if (wr != nullptr) {
+    const Vec w = kFull ? Vec::loadu(wr + k0) : Vec::loadu(wr + k0, count);
+    v = Vec::blendv(w * v, Vec(0.f), w == Vec(0.f));  // weight 0: exactly 0, even for a non-finite v
+  }
+  if constexpr (!kFull) v = Vec::set(Vec(0.f), v, count);
+  return v;
+}
+
+// Row kernel: calls fn(k0, count, value) for each column vector of row i, value = element loss or gradient times the
+// element weight (lanes past the last column are 0).
+template <typename F, bool kHard, bool kGrad, typename Fn>
+inline void for_row(const Problem& pb, int64_t i, const Fn& fn) {
   const int64_t k = pb.k;
   const float* xr = pb.x + i * k;
   const float* yr = kHard ? nullptr : pb.targets + i * k;
   const float* wr = pb.weight_mode == WeightMode::kElement ? pb.weight + i * k : nullptr;
-  const float label = kHard ? static_cast<float>(pb.labels[i]) : 0.f;
-  const Vec label_v(label);
-  for (int64_t k0 = 0; k0 < k; k0 += kLanes) {
-    const int64_t count = std::min<int64_t>(kLanes, k - k0);
-    const Vec x = count == kLanes ? Vec::loadu(xr + k0) : Vec::loadu(xr + k0, count);
-    Vec tgt;
-    if constexpr (kHard) {
-      tgt = Vec::arange(static_cast<float>(k0), 1.f) == label_v;
-    } else {
-      tgt = count == kLanes ? Vec::loadu(yr + k0) : Vec::loadu(yr + k0, count);
-    }
-    const Vec ap = Vec::loadu(pb.params.alpha_pos + k0);
-    const Vec an = Vec::loadu(pb.params.alpha_neg + k0);
-    Vec v = want_grad ? F::grad(x, tgt, ap, an, pb.params) : F::loss(x, tgt, ap, an, pb.params);
-    if (wr != nullptr) {
-      const Vec w = count == kLanes ? Vec::loadu(wr + k0) : Vec::loadu(wr + k0, count);
-      v = Vec::blendv(w * v, Vec(0.f), w == Vec(0.f));  // weight 0: exactly 0, even for a non-finite v
-    }
-    if (count < kLanes) v = Vec::set(Vec(0.f), v, count);
-    fn(k0, count, v);
+  const Vec label(kHard ? static_cast<float>(pb.labels[i]) : 0.f);
+  Vec cols = Vec::arange(0.f, 1.f);  // column indices of the current vector (exact in float for K < 2^24)
+  int64_t k0 = 0;
+  for (; k0 + kLanes <= k; k0 += kLanes) {
+    fn(k0, kLanes, column_vector<F, kHard, kGrad, true>(pb, xr, yr, wr, cols, label, k0, kLanes));
+    cols = cols + Vec(static_cast<float>(kLanes));
   }
+  if (k0 < k) fn(k0, k - k0, column_vector<F, kHard, kGrad, false>(pb, xr, yr, wr, cols, label, k0, k - k0));
 }
 
 inline float row_weight(const Problem& pb, int64_t i) {
@@ -287,7 +360,7 @@ double loss_sum(const Problem& pb) {
         const float w = row_weight(pb, i);
         if (w == 0.f) continue;  // ignored anchor
         Vec acc(0.f);
-        for_row<F, kHard>(pb, i, [&](int64_t, int64_t, const Vec& v) { acc = acc + v; }, false);
+        for_row<F, kHard, false>(pb, i, [&](int64_t, int64_t, const Vec& v) { acc = acc + v; });
         const float row = at::vec::vec_reduce_all<float>([](Vec& a, Vec& c) { return a + c; }, acc);
         block_sum += static_cast<double>(w) * static_cast<double>(row);
       }
@@ -312,8 +385,8 @@ void loss_elements(const Problem& pb, float* out) {
         continue;
       }
       const Vec wv(w);
-      for_row<F, kHard>(pb, i, [&](int64_t k0, int64_t count, const Vec& v) { (v * wv).store(outr + k0, count); },
-                        false);
+      for_row<F, kHard, false>(pb, i,
+                               [&](int64_t k0, int64_t count, const Vec& v) { (v * wv).store(outr + k0, count); });
     }
   });
 }
@@ -333,7 +406,7 @@ void loss_grad(const Problem& pb, const float* grad_output, float scale, float* 
       }
       const Vec wv(w);
       const float* gr = grad_output != nullptr ? grad_output + i * pb.k : nullptr;
-      for_row<F, kHard>(
+      for_row<F, kHard, true>(
           pb, i,
           [&](int64_t k0, int64_t count, const Vec& v) {
             Vec g = v * wv;
@@ -342,10 +415,25 @@ void loss_grad(const Problem& pb, const float* grad_output, float scale, float* 
               g = g * go;
             }
             g.store(outr + k0, count);
-          },
-          true);
+          });
     }
   });
+}
+
+// An (N, K) float32 output from the default allocator. A large one is fresh memory whose first touch costs one page
+// fault per 4 KiB (for 120k x 80 that takes longer than computing the gradient), so ask Linux for transparent huge
+// pages on its 2 MiB-aligned interior before the kernel writes it (a hint only; harmless when THP is off).
+at::Tensor empty_output(const at::Tensor& like) {
+  at::Tensor out = at::empty_like(like, at::MemoryFormat::Contiguous);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{1} << 21;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(out.data_ptr());
+  const uintptr_t end = begin + static_cast<uintptr_t>(out.nbytes());
+  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t last = end & ~(kHuge - 1);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#endif
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -465,7 +553,7 @@ at::Tensor forward(const at::Tensor& logits, const at::Tensor& target, const at:
     dispatch(pr, [&](auto kn) { total = loss_sum<typename decltype(kn)::F, decltype(kn)::kHard>(pr.pb); });
     return at::scalar_tensor(total, logits.options().dtype(at::kDouble));
   }
-  at::Tensor out = at::empty_like(logits);
+  at::Tensor out = empty_output(logits);
   float* out_ptr = out.data_ptr<float>();
   dispatch(pr, [&](auto kn) { loss_elements<typename decltype(kn)::F, decltype(kn)::kHard>(pr.pb, out_ptr); });
   return out;
@@ -483,7 +571,7 @@ at::Tensor backward(const at::Tensor& logits, const at::Tensor& target, const at
                     grad_output.is_contiguous(),
                 "focal kernel: grad_output must be a contiguous float32 (N, K) tensor");
   }
-  at::Tensor out = at::empty_like(logits);
+  at::Tensor out = empty_output(logits);
   float* out_ptr = out.data_ptr<float>();
   const float* go = has_go ? grad_output.data_ptr<float>() : nullptr;
   dispatch(pr, [&](auto kn) {
@@ -505,7 +593,7 @@ std::string isa() {
 std::string build_detail() {
   std::string detail = "at::vec " + isa() + " (" + std::to_string(kLanes) + " float lanes";
 #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
-  detail += ", Sleef exp/log1p";
+  detail += ", FMA";
 #endif
   detail += "), threads: " + std::to_string(at::get_num_threads());
 #if defined(_OPENMP)
