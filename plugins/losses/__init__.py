@@ -11,7 +11,7 @@ __all__ = ["SigmoidFocalLoss", "SigmoidFocalLossStar", "sigmoid_focal_loss", "si
 
 
 def kernel_info() -> dict:
-    """Whether the compiled CPU kernel imported, the ISA it was compiled for ("avx2", "default", ...) and a detail line."""
+    """Whether the compiled CPU kernel imported, the ISA it was built for ("avx2", "default", ...) and a detail line."""
     ext = functional._focal_ext
     if ext is None:
         return {"available": False, "isa": "none", "detail": functional._KERNEL_ERROR or "not built"}

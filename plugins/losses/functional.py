@@ -2,13 +2,16 @@
 
 Per anchor and class, with x the logit, y the target, s = +1 for y = 1 and -1 for y = 0, x_t = s x, p_t = sigmoid(x_t):
 
-    FL(p_t)  = -alpha_t (1 - p_t)^gamma log(p_t)                    dFL/dx  = s alpha_t (1 - p_t)^gamma (gamma p_t log p_t + p_t - 1)
-    FL*(x_t) = -alpha_t log(p*_t) / gamma, p*_t = sigmoid(gamma x_t + beta)     dFL*/dx = s alpha_t (p*_t - 1)
+    FL(p_t)  = -alpha_t (1 - p_t)^gamma log(p_t)
+    dFL/dx   = s alpha_t (1 - p_t)^gamma (gamma p_t log p_t + p_t - 1)
+    FL*(x_t) = -alpha_t log(p*_t) / gamma,  p*_t = sigmoid(gamma x_t + beta)
+    dFL*/dx  = s alpha_t (p*_t - 1)
 
 with alpha_t = alpha for y = 1 and 1 - alpha for y = 0 (per class when alpha is a vector, 1 when alpha is None).
-Both are computed from the logit in log-space: -log p_t = softplus(-x_t), -log(1 - p_t) = softplus(x_t) and
-(1 - p_t)^gamma = exp(-gamma softplus(x_t)); nothing takes the log of a rounded probability, and (1 - p_t)^(gamma - 1)
-is never formed, so loss and gradient are finite for any finite logit and any gamma >= 0.
+Both are computed from the logit in log-space: -log p_t = softplus(-x_t), -log(1 - p_t) = softplus(x_t), and
+(1 - p_t)^gamma = exp(-gamma softplus(x_t)) = sigmoid(-x_t)^gamma; nothing takes the log of a rounded probability or
+forms 1 - p from a rounded p, and (1 - p_t)^(gamma - 1) is never formed, so loss and gradient are finite for any
+finite logit and any gamma >= 0.
 
 The gradient is the closed form of the paper's appendix B (an autograd Function, not autograd through temporaries).
 On CPU it runs the fused C++ kernel ``fltool_plugins._focal_ext`` (one pass forward, one pass backward; a reduced
@@ -16,10 +19,10 @@ loss never materialises an (N, K) tensor); elsewhere, or without the kernel, the
 
 Targets are class indices (N,) with background = K (what MMDetection's heads pass) or float (N, K) one-hot/soft
 targets in [0, 1]. For soft targets FL is the torchvision/MMDetection formula
-``ce(x, y) * (1 - p_t)^gamma * alpha_t`` with ``p_t = p y + (1 - p)(1 - y)`` and ``alpha_t = alpha y + (1 - alpha)(1 - y)``;
-its derivative is ``alpha_t q^gamma (gamma r (1 - 2y) ce + p - y)`` with q = 1 - p_t and ``r = p (1 - p) / q``, which
-is appendix B for y in {0, 1} (r = p_t there). FL* of a soft target is the expectation over a Bernoulli(y) target,
-``y FL*(s = +1) + (1 - y) FL*(s = -1)``.
+``ce(x, y) * (1 - p_t)^gamma * alpha_t`` with ``p_t = p y + (1 - p)(1 - y)``,
+``alpha_t = alpha y + (1 - alpha)(1 - y)``; its derivative is ``alpha_t q^gamma (gamma r (1 - 2y) ce + p - y)``
+with q = 1 - p_t and ``r = p (1 - p) / q``, which is appendix B for y in {0, 1} (r = p_t there). FL* of a soft target
+is the expectation over a Bernoulli(y) target, ``y FL*(s = +1) + (1 - y) FL*(s = -1)``.
 """
 from __future__ import annotations
 
@@ -187,8 +190,9 @@ class _FocalFunction(torch.autograd.Function):
         ctx.alpha, ctx.spec, ctx.summed, ctx.use_kernel = alpha, spec, summed, use_kernel
         ctx.save_for_backward(logits, targets, weight)
         if use_kernel:
-            loss = _focal_ext.forward(logits.float().contiguous(), targets, _or_empty(weight), _or_empty(alpha.per_class),
-                                      alpha.scalar, alpha.use_alpha, spec.gamma, spec.beta, spec.star, summed)
+            loss = _focal_ext.forward(logits.float().contiguous(), targets, _or_empty(weight),
+                                      _or_empty(alpha.per_class), alpha.scalar, alpha.use_alpha, spec.gamma, spec.beta,
+                                      spec.star, summed)
         else:
             loss = _torch_loss(logits.to(_compute_dtype(logits)), targets, weight, alpha, spec)
             if summed:
@@ -231,6 +235,16 @@ def _alpha_pos_neg(alpha: _AlphaSpec, dtype: torch.dtype):
     return alpha.scalar, 1.0 - alpha.scalar
 
 
+def _signed(x: Tensor, pos: Tensor) -> Tensor:
+    """x_t = s x (s = +1 where pos, -1 elsewhere) in one new buffer."""
+    x_t = torch.neg(x)
+    return torch.where(pos, x, x_t, out=x_t)
+
+
+def _tensor(value: Union[float, Tensor], like: Tensor) -> Tensor:
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+
+
 def _apply_weight(value: Tensor, weight: Optional[Tensor]) -> Tensor:
     """value * weight in place, with elements of weight 0 set to exactly 0 (also where value is inf or NaN)."""
     if weight is not None:
@@ -239,22 +253,24 @@ def _apply_weight(value: Tensor, weight: Optional[Tensor]) -> Tensor:
 
 
 def _torch_loss(x: Tensor, targets: Tensor, weight: Optional[Tensor], alpha: _AlphaSpec, spec: _LossSpec) -> Tensor:
-    """Weighted element loss (N, K) in PyTorch, from the logits."""
+    """Weighted element loss (N, K) in PyTorch, from the logits.
+
+    Class-index targets peak at two (N, K) buffers (plus a bool mask): in-place ops and ``out=`` reuse them.
+    (1 - p_t)^gamma is sigmoid(-x_t)^gamma: sigmoid(-x_t) keeps its relative precision down to underflow.
+    """
     a_pos, a_neg = _alpha_pos_neg(alpha, x.dtype)
     gamma = spec.gamma
     if targets.dtype == torch.int64:
         pos = targets[:, None] == torch.arange(x.shape[1], device=x.device)  # (N, K) bool: y = 1
-        x_t = torch.where(pos, x, -x)
+        buf = _signed(x, pos)  # x_t = s x
         if spec.star:
-            z = x_t.mul_(gamma).add_(spec.beta)
-            loss = F.softplus(z.neg_()).div_(gamma)  # -log(p*_t) / gamma
+            loss = F.softplus(buf.mul_(-gamma).sub_(spec.beta)).div_(gamma)  # -log(p*_t) / gamma = softplus(-z) / gamma
         else:
-            loss = F.softplus(-x_t)  # ce = -log(p_t)
+            loss = F.softplus(buf.neg_())  # ce = -log(p_t) = softplus(-x_t)
             if gamma != 0:
-                loss.mul_(F.softplus(x_t).mul_(-gamma).exp_())  # (1 - p_t)^gamma = exp(-gamma softplus(x_t))
-        del x_t
+                loss.mul_(buf.sigmoid_().pow_(gamma))  # (1 - p_t)^gamma, 1 - p_t = sigmoid(-x_t)
         if alpha.use_alpha:
-            loss.mul_(torch.where(pos, a_pos, a_neg))
+            loss.mul_(torch.where(pos, _tensor(a_pos, x), _tensor(a_neg, x), out=buf))
     else:
         y = targets
         if spec.star:
@@ -265,8 +281,7 @@ def _torch_loss(x: Tensor, targets: Tensor, weight: Optional[Tensor], alpha: _Al
         else:
             loss = _soft_ce(x, y)
             if gamma != 0:
-                q = _soft_q(x, y)
-                loss.mul_(q.pow_(gamma))
+                loss.mul_(_soft_q(x, y).pow_(gamma))
             if alpha.use_alpha:
                 loss.mul_(y * a_pos + (1 - y) * a_neg)
     return _apply_weight(loss, weight)
@@ -283,23 +298,30 @@ def _soft_q(x: Tensor, y: Tensor) -> Tensor:
 
 
 def _torch_grad(x: Tensor, targets: Tensor, weight: Optional[Tensor], alpha: _AlphaSpec, spec: _LossSpec) -> Tensor:
-    """d(weighted element loss)/dx (N, K) in PyTorch: the closed forms of appendix B."""
+    """d(weighted element loss)/dx (N, K) in PyTorch: the closed forms of appendix B.
+
+    Class-index targets peak at three (N, K) buffers (plus a bool mask), the returned gradient included.
+    """
     a_pos, a_neg = _alpha_pos_neg(alpha, x.dtype)
     gamma = spec.gamma
     if targets.dtype == torch.int64:
         pos = targets[:, None] == torch.arange(x.shape[1], device=x.device)
-        x_t = torch.where(pos, x, -x)
+        x_t = _signed(x, pos)
         if spec.star:
-            grad = torch.sigmoid(x_t.mul_(-gamma).sub_(spec.beta))  # 1 - p*_t = sigmoid(-z)
+            grad = x_t.mul_(-gamma).sub_(spec.beta).sigmoid_()  # 1 - p*_t = sigmoid(-z)
+            x_t = torch.empty_like(grad)
         else:
-            grad = torch.sigmoid(-x_t)  # 1 - p_t
-            if gamma != 0:
-                # (1 - p_t)^gamma (gamma p_t ce + 1 - p_t), ce = -log p_t
-                grad.add_(F.softplus(-x_t).mul_(torch.sigmoid(x_t)).mul_(gamma))
-                grad.mul_(F.softplus(x_t).mul_(-gamma).exp_())
-        del x_t
-        # times -s alpha_t
-        grad.mul_(torch.where(pos, -a_pos, a_neg))
+            # (1 - p_t)^gamma (gamma p_t ce + 1 - p_t), ce = -log p_t; times -s alpha_t below
+            q = torch.neg(x_t).sigmoid_()  # 1 - p_t
+            if gamma == 0:
+                grad = q
+            else:
+                grad = F.softplus(x_t.neg_())  # ce = softplus(-x_t); x_t's buffer now holds -x_t
+                grad.mul_(x_t.neg_().sigmoid_()).mul_(gamma)  # gamma p_t ce; x_t's buffer now holds p_t
+                grad.add_(q).mul_(q.pow_(gamma))
+            del q
+        # times -s alpha_t (-alpha for y = 1, 1 - alpha for y = 0), written into x_t's buffer
+        grad.mul_(torch.where(pos, _tensor(-a_pos, x), _tensor(a_neg, x), out=x_t))
     else:
         y = targets
         if spec.star:
@@ -318,4 +340,3 @@ def _torch_grad(x: Tensor, targets: Tensor, weight: Optional[Tensor], alpha: _Al
             if alpha.use_alpha:
                 grad.mul_(y * a_pos + (1 - y) * a_neg)
     return _apply_weight(grad, weight)
-
