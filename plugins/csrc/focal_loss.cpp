@@ -123,8 +123,8 @@ inline ExpLog exp_log1p_neg_abs(const Vec& v) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Element formulas. Each functor gives loss(x, target lanes, column) and grad(x, target lanes, column) for 8 lanes.
-// For class-index targets the "target" is a lane mask (all bits set where the column is the anchor's class).
+// Element formulas: loss(x, target, alpha_pos, alpha_neg, params) and grad(...) for one vector of lanes, unweighted.
+// For class-index targets the target is a lane mask (all bits set where the column is the anchor's class).
 // ---------------------------------------------------------------------------------------------------------------
 
 template <Modulation M>
