@@ -52,7 +52,7 @@ def _point_test_set_at(cfg: Any, ann_file: Path, img_dir: Optional[Path]) -> Non
     img_dir = img_dir or (ann_file.parent / "images" if (ann_file.parent / "images").is_dir() else ann_file.parent)
     if not img_dir.is_dir():
         raise DataError(f"image folder not found: {img_dir}", "give the folder of the images with --img-dir")
-    data = load_coco_json(ann_file)
+    data, _ = load_coco_json(ann_file)
     names = [c["name"] for c in sorted(data.get("categories", []), key=lambda c: c["id"])]
     dataset = cfg.test_dataloader.dataset
     classes = list((dataset.get("metainfo") or {}).get("classes") or [])

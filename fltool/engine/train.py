@@ -60,7 +60,8 @@ def coco_metrics(raw: dict) -> dict:
     for key, value in raw.items():
         name = key.split("/", 1)[-1]
         if name in METRIC_NAMES:
-            out[METRIC_NAMES[name]] = float(value)
+            # COCO reports -1 where the split has no ground truth of that size: not a score, so None.
+            out[METRIC_NAMES[name]] = float(value) if float(value) >= 0 else None
         elif name.endswith("_precision"):
             per_class[name[: -len("_precision")]] = float(value)
     if per_class:

@@ -1,0 +1,120 @@
+"""fltool train / fltool eval end to end, on the tiny config (seconds per run)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from typer.testing import CliRunner
+
+from fltool.cli.main import app
+from fltool.engine.evaluate import EvalOptions, evaluate
+from fltool.engine.train import TrainOptions, train
+
+runner = CliRunner()
+
+
+def test_train_writes_checkpoints_resolved_config_scalars_and_metrics(tiny_run):
+    wd = tiny_run.work_dir
+    assert (wd / "iter_2.pth").is_file() and (wd / "iter_4.pth").is_file()
+    assert (wd / "last_checkpoint").read_text().strip() == str(wd / "iter_4.pth")
+    assert (wd / "tiny_synth.py").is_file()  # the resolved config MMEngine dumps
+    metrics = json.loads((wd / "metrics.json").read_text())
+    assert metrics["iteration"] == 4 and metrics["checkpoint"] == str(wd / "iter_4.pth")
+    assert set(metrics["bbox"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    assert metrics["bbox"]["AP50"] == tiny_run.metrics["AP50"]
+    scalars = [json.loads(line) for line in next(wd.glob("*/vis_data/scalars.json")).read_text().splitlines()]
+    train_rows = [row for row in scalars if "loss_cls" in row]
+    assert [row["iter"] for row in train_rows] == [1, 2, 3, 4]
+    assert all(row["num_pos"] > 0 for row in train_rows)  # the head reports positives per image
+
+
+def test_checkpoints_load_with_plain_weights_only(tiny_run):
+    ckpt = torch.load(tiny_run.work_dir / "iter_4.pth", weights_only=True, map_location="cpu")
+    assert ckpt["meta"]["iter"] == 4
+    assert "state_dict" in ckpt and "optimizer" in ckpt
+
+
+def test_eval_reports_the_same_metrics_as_trainings_last_evaluation(tiny_run, tiny_config):
+    result = evaluate(EvalOptions(config=tiny_config, checkpoint=tiny_run.work_dir / "iter_4.pth",
+                                  work_dir=tiny_run.work_dir / "eval"))
+    assert result.metrics == {k: v for k, v in tiny_run.metrics.items() if k != "per_class_AP"}
+    assert result.num_images == 8
+
+
+def test_eval_cli_writes_json_with_per_class_ap(tiny_run, tiny_config, tmp_path):
+    out = tmp_path / "m.json"
+    result = runner.invoke(app, ["eval", tiny_config, str(tiny_run.work_dir / "iter_4.pth"), "--out", str(out),
+                                 "--per-class", "--work-dir", str(tmp_path / "wd")])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["num_images"] == 8 and "AP" in data["bbox"]
+    assert set(data["per_class_AP"]) <= {"circle", "square", "triangle", "cross"} and data["per_class_AP"]
+    assert "AP50" in result.stdout
+
+
+def test_eval_on_a_users_own_coco_folder(tiny_run, tiny_config, tmp_path):
+    """--ann-file/--img-dir: a COCO folder elsewhere, with only some of the images."""
+    from fltool.data.synth import SynthSpec, default_dataset
+
+    ds = default_dataset(SynthSpec(image_size=160, num_train=16, num_val=8, objects_per_image=(2, 5),
+                                   size_mix=(0.5, 0.5, 0.0), noise_std=0.0))
+    data = json.loads(ds.val_json.read_text())
+    keep = data["images"][:3]
+    own = tmp_path / "mine"
+    (own / "pics").mkdir(parents=True)
+    for img in keep:
+        shutil.copy(ds.img_dir / img["file_name"], own / "pics" / img["file_name"])
+    ids = {img["id"] for img in keep}
+    data["images"] = keep
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in ids]
+    (own / "ann.json").write_text(json.dumps(data))
+    result = evaluate(EvalOptions(config=tiny_config, checkpoint=tiny_run.work_dir / "iter_4.pth",
+                                  ann_file=own / "ann.json", img_dir=own / "pics", work_dir=tmp_path / "wd"))
+    assert result.num_images == 3
+    assert result.ann_file == str((own / "ann.json").resolve())
+    assert result.metrics["AP50"] is not None
+
+
+def test_resume_from_a_checkpoint_continues_at_its_iteration_and_matches_the_uninterrupted_run(tiny_run, tiny_config,
+                                                                                                 tmp_path):
+    wd = tmp_path / "resumed"
+    wd.mkdir()
+    shutil.copy(tiny_run.work_dir / "iter_2.pth", wd / "iter_2.pth")
+    seen = []
+    result = train(TrainOptions(config=tiny_config, work_dir=wd, resume=str(wd / "iter_2.pth")),
+                   progress=lambda e: seen.append(e.iteration) if e.kind == "train_iter" else None)
+    assert seen == [3, 4]
+    assert result.iterations == 4
+    resumed = torch.load(wd / "iter_4.pth", weights_only=True)
+    straight = torch.load(tiny_run.work_dir / "iter_4.pth", weights_only=True)
+    assert resumed["param_schedulers"] == straight["param_schedulers"]
+    assert resumed["optimizer"]["param_groups"][0]["lr"] == straight["optimizer"]["param_groups"][0]["lr"]
+    steps = [s["step"] for s in resumed["optimizer"]["state"].values()]
+    assert all(float(s) == 4 for s in steps)
+    for key, value in straight["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, rtol=1e-4, atol=1e-6)
+
+
+def test_train_amp_without_a_gpu_is_a_clear_error(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = runner.invoke(app, ["train", tiny_config, "--amp", "--work-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "--amp needs a CUDA GPU" in result.stderr
+
+
+def test_two_process_gloo_training_with_torchrun(tiny_config, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fltool",
+           "train", tiny_config, "--launcher", "pytorch", "--work-dir", str(tmp_path / "ddp"), "--max-iters", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["iteration"] == 2
+    log = next((tmp_path / "ddp").glob("*/*.log")).read_text()
+    assert "Distributed launcher: pytorch" in log and "Distributed training: True" in log
+    assert "backend: gloo" in log or "'backend': 'gloo'" in log
