@@ -60,6 +60,16 @@ def _mmengine_safe_globals() -> list:
     return found
 
 
+def _unsafe_globals(filename: str) -> str:
+    """Names of what a checkpoint would import and call, beyond the allow-list (read without unpickling it)."""
+    try:
+        allowed = {f"{g.__module__}.{g.__qualname__}" for g in _mmengine_safe_globals()}
+        names = [n for n in torch.serialization.get_unsafe_globals_in_checkpoint(filename) if n not in allowed]
+    except Exception:  # noqa: BLE001 - only used to word the message
+        names = []
+    return ", ".join(names[:3]) if names else "objects other than tensors"
+
+
 def load_local_checkpoint(filename: str, map_location: Union[str, Callable, None] = None) -> Any:
     """MMEngine ``CheckpointLoader`` scheme for local files: ``weights_only=True`` unless the file is trusted."""
     path = Path(filename)
@@ -72,12 +82,10 @@ def load_local_checkpoint(filename: str, map_location: Union[str, Callable, None
     try:
         with torch.serialization.safe_globals(_mmengine_safe_globals()):
             return torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        marker = "Unsupported global: GLOBAL "
-        what = text.split(marker, 1)[1].split()[0] if marker in text else "objects other than tensors"
+    except pickle.UnpicklingError:
         raise CheckpointError(
-            f"checkpoint {filename} needs arbitrary unpickling ({what}); fltool refused to execute it",
+            f"checkpoint {filename} needs arbitrary unpickling ({_unsafe_globals(filename)}); fltool refused to "
+            "execute it",
             "if you trust where this file came from, rerun with --trust-checkpoint") from None
     except (zipfile.BadZipFile, EOFError, RuntimeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

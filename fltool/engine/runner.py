@@ -237,6 +237,10 @@ def translate_errors() -> Iterator[None]:
                             "resume from the last checkpoint") from None
     except FileNotFoundError as exc:
         raise DataError(f"file not found: {exc.filename or exc}", "check the paths in the config") from None
+    except OSError as exc:  # e.g. ENOSPC while writing a checkpoint: the previous one is intact
+        where = f" {exc.filename}" if exc.filename else ""
+        raise TrainingError(f"cannot write{where}: {exc.strerror or exc}",
+                            "free disk space (or fix permissions), then continue with --resume auto") from None
     except KeyError as exc:
         text = str(exc.args[0]) if exc.args else str(exc)
         if "registry" in text:

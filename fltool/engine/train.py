@@ -176,7 +176,7 @@ def check_training_data(cfg: Any, mode: str, progress: ProgressFn = rn._noop) ->
         if report.ok:
             continue
         errors = [i for i in report.issues if i.severity == "error"]
-        summary = ", ".join(f"{i.count} {i.kind}" for i in errors)
+        summary = ", ".join(i.label for i in errors)
         if mode != "drop":
             example = errors[0].examples[0] if errors and errors[0].examples else ""
             raise DataError(f"{split} data {ann} has errors: {summary}" + (f" (e.g. {example})" if example else ""),
