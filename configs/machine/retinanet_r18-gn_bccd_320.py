@@ -39,3 +39,4 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
     dict(type='MultiStepLR', by_epoch=False, begin=0, end=1500, milestones=[1000, 1330], gamma=0.1),
 ]
+fltool_bench_scales = [240, 320, 400]  # `fltool bench speed-accuracy` test scales (shorter side, px)

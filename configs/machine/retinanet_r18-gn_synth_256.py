@@ -34,3 +34,4 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = dict(type='CocoMetric', ann_file=data_root + 'val.json', metric='bbox', format_only=False)
 test_evaluator = val_evaluator
+fltool_bench_scales = [192, 256, 320]  # `fltool bench speed-accuracy` test scales (shorter side, px)

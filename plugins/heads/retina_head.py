@@ -5,7 +5,8 @@ assignment — is MMDetection's):
 - the classification conv's bias starts at the prior b = -log((1 - pi) / pi) from ``prior_prob`` (configurable;
   pi = 0.01 in the paper), every other new conv at N(0, 0.01) with bias 0;
 - the losses default to fltool's ``SigmoidFocalLoss`` (gamma 2, alpha 0.25) and smooth L1 (beta 0.11, Detectron's);
-- the loss is normalised by max(1, number of positive anchors), so an image without objects gives a finite loss;
+- the loss is normalised by max(1, number of positive anchors in the batch) (MMDetection counts at least one per
+  image), so an image without objects gives a finite loss;
 - the number of positive anchors per image is reported to the log as ``num_pos``.
 """
 from __future__ import annotations
@@ -53,9 +54,15 @@ class FocalRetinaHead(RetinaHead):
         self._num_pos = 0.0
 
     def get_targets(self, *args: Any, **kwargs: Any) -> tuple:
-        """``AnchorHead.get_targets``, with the normaliser (item 4, the number of positives) clamped to >= 1."""
+        """``AnchorHead.get_targets`` with the paper's normaliser: max(1, positive anchors in the batch).
+
+        (MMDetection's ``SamplingResult`` counts at least one positive per image, so a batch with empty images
+        would be divided by too much.)
+        """
         targets = super().get_targets(*args, **kwargs)
-        self._num_pos = float(targets[4])
+        labels_list, label_weights_list = targets[0], targets[1]
+        self._num_pos = float(sum(((labels < self.num_classes) & (weights > 0)).sum()
+                                  for labels, weights in zip(labels_list, label_weights_list)))
         return targets[:4] + (max(self._num_pos, 1.0),) + targets[5:]
 
     def loss_by_feat(self, cls_scores: list, bbox_preds: list, batch_gt_instances: list, batch_img_metas: list,
