@@ -1,0 +1,4 @@
+"""Analyses of losses and trained models: the paper's Figure 4 (``loss_cdf``) and Figures 1, 5, 6 (``loss_curves``).
+
+Each module returns dataclasses and raises :mod:`fltool.errors` exceptions; the CLI (``fltool analyze``) prints.
+"""
