@@ -27,7 +27,7 @@ FIG1_GAMMAS: Tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 5.0)
 
 @dataclass(frozen=True)
 class LossVariant:
-    """One curve of Figures 5 and 6: FL (``beta`` None) or FL* with its gamma and beta."""
+    """One curve of Figures 5 and 6: FL with its gamma (``star`` False; gamma 0 is CE) or FL* with gamma and beta."""
 
     label: str
     star: bool
@@ -155,7 +155,8 @@ def loss_curves(points: int = 1001, x_range: Tuple[float, float] = (-5.0, 5.0)) 
         v = LossVariant("CE" if gamma == 0 else f"FL γ={gamma:g}", star=False, gamma=gamma)
         label = "CE (γ=0)" if gamma == 0 else f"γ={gamma:g}"
         fig1[label] = _checked(v, x_of_p, "figure 1", label, backends, checks, use_grad=False)
-    figures = [Figure("fig1_focal_loss", "probability of ground truth class (p_t)", "loss", p_t, fig1, (0.0, 5.0), (0.0, 1.0))]
+    figures = [Figure("fig1_focal_loss", "probability of ground truth class (p_t)", "loss", p_t, fig1,
+                      y_lim=(0.0, 5.0), x_lim=(0.0, 1.0))]
 
     # Figures 5 and 6: x_t on x_range.
     x_t = np.linspace(x_range[0], x_range[1], points)

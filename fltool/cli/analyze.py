@@ -69,10 +69,11 @@ def loss_cdf(
 ) -> None:
     """Figure 4: the cumulative distribution of the focal loss over positive and negative anchors of a trained model.
 
-    Anchors are labelled by the model's own assigner (RetinaNet: IoU >= 0.5 positive, < 0.4 negative, between
-    ignored). For every gamma, FL of each sample is normalised within positives and within negatives, sorted
-    and accumulated. Writes loss_cdf.png (two panels, like Figure 4), loss_cdf.csv (the curves) and loss_cdf.json
-    (sample counts and, per gamma, the fraction of hardest samples carrying 50% and 90% of the loss) to the work dir.
+    Anchors are labelled by the model's own assigner (RetinaNet: IoU >= 0.5 positive, < 0.4 negative, ignored between).
+    For every gamma, FL of each sample is normalised within positives and within negatives, sorted and accumulated.
+
+    Writes to the work dir: loss_cdf.png (two panels, like Figure 4), loss_cdf.csv (the curves), loss_cdf.json
+    (sample counts and, per gamma, the fraction of hardest samples carrying 50% and 90% of the loss, with error bounds).
     Memory is bounded (a streaming histogram), whatever the number of images.
     """
     from fltool.analysis.loss_cdf import LossCdfOptions, run_loss_cdf, save_loss_cdf
@@ -106,8 +107,8 @@ def loss_curves(
 ) -> None:
     """Figures 1, 5 and 6: FL against p_t (gamma 0..5), FL and FL* against x_t, and their derivatives.
 
-    Computed with fltool's own FL/FL* functions and checked against the paper's formulas (the table shows the
-    largest relative difference per backend). Writes a PNG and a CSV per figure.
+    Computed with fltool's own FL/FL* functions and checked against the paper's formulas
+    (the table shows the largest relative difference per backend). Writes a PNG and a CSV per figure.
     """
     from fltool.analysis.loss_curves import loss_curves as compute, save_loss_curves
 
