@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
@@ -84,7 +85,7 @@ def plot_sweep(axis_names: Sequence[str], axis_labels: Sequence[Sequence[str]], 
         ax.set_xticks(list(xs), labels=labels)
         ax.set_xlabel(axis_names[0] if axis_names else "")
         ax.set_ylabel(f"{metric} (mean over seeds; bars: std)")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(textwrap.fill(title, int(fig.get_figwidth() * 10)), fontsize=10)
     else:
         rows, cols = list(axis_labels[0]), list(axis_labels[1])
         extra = list(itertools.product(*[list(labels) for labels in axis_labels[2:]]))
@@ -94,7 +95,7 @@ def plot_sweep(axis_names: Sequence[str], axis_labels: Sequence[Sequence[str]], 
             extra = extra[:MAX_PANELS]
         n_cols = min(3, len(extra))
         n_rows = math.ceil(len(extra) / n_cols)
-        width = max(5.0, 1.1 * len(cols) + 3)
+        width = max(6.5, 1.1 * len(cols) + 3)
         height = max(3.5, 0.7 * len(rows) + 2)
         fig = Figure(figsize=(width * n_cols, height * n_rows + 0.6), dpi=120)
         FigureCanvasAgg(fig)
@@ -106,8 +107,8 @@ def plot_sweep(axis_names: Sequence[str], axis_labels: Sequence[Sequence[str]], 
                 values.append([c[0] if c is not None and c[0] is not None else float("nan") for c in cells_row])
                 texts.append([_cell_text(c) for c in cells_row])
             panel = ", ".join(f"{name}={v}" for name, v in zip(axis_names[2:], fixed))
-            _heatmap(fig, ax, rows, cols, values, texts, axis_names[0], axis_names[1], panel or metric, vmin, vmax)
-        fig.suptitle(f"{title}; cells: mean ± std", fontsize=10)
+            _heatmap(fig, ax, rows, cols, values, texts, axis_names[0], axis_names[1], panel, vmin, vmax)
+        fig.suptitle(textwrap.fill(f"{title}; cells: mean ± std", int(width * n_cols * 11)), fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

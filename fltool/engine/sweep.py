@@ -288,7 +288,7 @@ def _jsonable(data: Any) -> Any:
     return json.loads(json.dumps(data, default=str))
 
 
-def _flat_cli_options(cfg: Any, options: dict, notes: list) -> list[str]:
+def _flat_cli_options(cfg: Any, options: dict, notes: list, where: str) -> list[str]:
     """The point's overrides as ``fltool train --cfg-options`` strings (MMEngine cannot parse a dict value, so a
     preset becomes one item per field; ``+`` for fields the config's loss does not have)."""
     items = []
@@ -299,8 +299,8 @@ def _flat_cli_options(cfg: Any, options: dict, notes: list) -> list[str]:
                 base = base.get(part, {}) if isinstance(base, dict) else {}
             extra = sorted(set(base) - set(value) - {"_delete_"}) if isinstance(base, dict) else []
             if extra:
-                notes.append(f"{key}: the config's {', '.join(extra)} cannot be removed with --cfg-options, so the "
-                             "listed train commands keep them; the sweep's runs do not")
+                notes.append(f"{where}: --cfg-options cannot remove {', '.join(extra)} from the config's {key}, so "
+                             "the `fltool train` commands listed for it keep it; the sweep's own runs do not")
             for sub, sub_value in value.items():
                 if sub == "_delete_":
                     continue
@@ -367,7 +367,7 @@ def build_grid(config: str, axis_items: Sequence[str], cfg_options: Optional[Seq
             check_loss_fields(loss, where)
         settings = {axis.key: value for axis, value in zip(axes, values)}
         points.append(Point(index, pid, _jsonable(settings), options, labels))
-        flat[pid] = _flat_cli_options(cfg, options, notes)
+        flat[pid] = _flat_cli_options(cfg, options, notes, where)
     named_visualizer = isinstance(cfg.get("visualizer"), dict) and "name" in cfg.visualizer
     return Grid(config, config_path, axes, points, base_options, flat, list(dict.fromkeys(notes)), named_visualizer)
 
