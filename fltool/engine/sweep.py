@@ -62,11 +62,11 @@ class LossPreset:
 #: The one table of loss presets. A name is a base and optional suffixes: ``CE-a0.75``, ``FL-g1-a0.5``, ``FL*-g4-b0``.
 LOSS_PRESETS: dict[str, LossPreset] = {
     "CE": LossPreset("SigmoidFocalLoss", dict(gamma=0.0, alpha=None), "a",
-                     "cross entropy (FL with gamma 0, no alpha weighting); CE-a<alpha>: alpha-balanced CE (Table 1a)"),
+                     "cross entropy: gamma 0, no alpha; CE-a<alpha>: alpha-balanced CE (Table 1a)"),
     "FL": LossPreset("SigmoidFocalLoss", dict(gamma=2.0, alpha=0.25), "ga",
-                     "focal loss, gamma 2, alpha 0.25 (the paper's best); FL-g<gamma>-a<alpha> (Table 1b)"),
+                     "focal loss: gamma 2, alpha 0.25 (the best); FL-g<gamma>-a<alpha> (Table 1b)"),
     "FL*": LossPreset("SigmoidFocalLossStar", dict(gamma=2.0, beta=1.0, alpha=0.25), "gba",
-                      "FL* (appendix A), gamma 2, beta 1, alpha 0.25; FL*-g<gamma>-b<beta>, e.g. FL*-g4-b0 (Table 3)"),
+                      "FL*: gamma 2, beta 1, alpha 0.25; FL*-g<gamma>-b<beta>, e.g. FL*-g4-b0 (Table 3)"),
 }
 _MODIFIER_FIELDS = {"g": "gamma", "a": "alpha", "b": "beta"}
 #: The constructor arguments of the presets' loss types (a ``loss.X`` axis over a preset must name one of them).
