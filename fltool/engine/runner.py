@@ -13,6 +13,8 @@ import contextlib
 import difflib
 import logging
 import os
+import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -210,11 +212,25 @@ def captured_stdout(log_file: Optional[Path]) -> Iterator[None]:
         yield
 
 
+def isolate_run(cfg: Any) -> None:
+    """Give this run its own MMEngine instance names.
+
+    MMEngine keeps one Visualizer, MessageHub and logger per name per process, and names them after the config's
+    ``visualizer.name`` and a timestamp to the second: a second run in the same process (sweeps, tests, bench)
+    would write its scalars into the first run's vis_data folder. A per-run suffix keeps them apart.
+    """
+    run_id = uuid.uuid4().hex[:8]
+    cfg.experiment_name = f"{time.strftime('%Y%m%d_%H%M%S')}_{run_id}"
+    if isinstance(cfg.get("visualizer"), dict):
+        cfg.visualizer["name"] = f"{cfg.visualizer.get('name', 'visualizer')}_{run_id}"
+
+
 def build_runner(cfg: Any) -> Any:
     """``Runner.from_cfg`` with MMEngine/MMDetection's exceptions turned into fltool errors."""
     from mmengine.runner import Runner
 
     check_types(cfg)
+    isolate_run(cfg)
     with translate_errors():
         return Runner.from_cfg(cfg)
 

@@ -173,7 +173,6 @@ class Grid:
     base_cfg_options: dict  # the parsed --cfg-options shared by every point
     flat_options: dict = field(default_factory=dict)  # point id -> ``--cfg-options`` strings for `fltool train`
     notes: list = field(default_factory=list)
-    named_visualizer: bool = False  # the config builds a visualizer by name (see run_sweep)
 
 
 def split_top_level(text: str) -> list[str]:
@@ -368,8 +367,7 @@ def build_grid(config: str, axis_items: Sequence[str], cfg_options: Optional[Seq
         settings = {axis.key: value for axis, value in zip(axes, values)}
         points.append(Point(index, pid, _jsonable(settings), options, labels))
         flat[pid] = _flat_cli_options(cfg, options, notes, where)
-    named_visualizer = isinstance(cfg.get("visualizer"), dict) and "name" in cfg.visualizer
-    return Grid(config, config_path, axes, points, base_options, flat, list(dict.fromkeys(notes)), named_visualizer)
+    return Grid(config, config_path, axes, points, base_options, flat, list(dict.fromkeys(notes)))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -629,10 +627,6 @@ def run_sweep(opts: SweepOptions, progress: ProgressFn = _noop) -> SweepResult:
                                                "train_command": train_command(opts, grid, point, seed, run_dir,
                                                                               world_size)})
         cfg_options = {**grid.base_cfg_options, **copy.deepcopy(point.cfg_options)}
-        if grid.named_visualizer and "visualizer.name" not in cfg_options:
-            # MMEngine keeps one Visualizer per name per process: under the config's fixed name every run after the
-            # first would write its scalars into the first run's folder. A name per run keeps them apart.
-            cfg_options["visualizer.name"] = f"fltool_sweep_{point.index}_seed{seed}_{time.time_ns()}"
         train_opts = train_mod.TrainOptions(
             config=opts.config, work_dir=run_dir, cfg_options=cfg_options, resume=resume, launcher=opts.launcher,
             seed=seed, deterministic=opts.deterministic, max_iters=opts.max_iters,
