@@ -294,10 +294,13 @@ def _point(scale, median_ms, p90_ms, cpu_ms, cpu_util, threads=1, ap=0.5):
 
 def test_shared_cpu_and_unsteady_timings_are_noted_once_each():
     calm = _point(192, 30.0, 31.0, 29.5, 0.98)
+    calm_two_threads = _point(160, 20.0, 21.0, 39.0, 1.95, threads=2)
     shared = _point(256, 60.0, 62.0, 41.0, 0.68)
-    jumpy = _point(320, 60.0, 120.0, 58.0, 0.95, threads=2)
-    assert sa.timing_notes([calm]) == []
+    jumpy = _point(320, 60.0, 120.0, 58.0, 1.9, threads=2)
+    assert sa.timing_notes([calm, calm_two_threads]) == []
     notes = sa.timing_notes([calm, shared, jumpy])
     assert len(notes) == 2
-    assert "1 of 3 point(s)" in notes[0] and "m @ 256: 60.0 ms wall, 41.0 ms CPU" in notes[0]
+    assert "1 of 3 point(s)" in notes[0] and "m @ 256: 0.68 CPU-seconds per second with threads=1" in notes[0]
     assert "at m @ 320" in notes[1] and "fewer --threads" in notes[1]
+    two_threads_on_one_core = _point(256, 60.0, 62.0, 60.0, 1.0, threads=2)
+    assert "--threads 1 is steadier" in sa.timing_notes([two_threads_on_one_core])[0]

@@ -61,7 +61,8 @@ CSV_COLUMNS = ("model", "config", "checkpoint", "scale", "input_hw", "num_images
                "transform_ms", "params", "flops", "device", "threads", "batch_size", "fuse_conv_bn", "pareto")
 #: A point whose p90 latency exceeds this multiple of its median gets a note (the device was shared or throttled).
 UNSTEADY_RATIO = 1.5
-#: A CPU point whose process used fewer CPU-seconds per wall second than this, while timed, had its cores shared.
+#: A CPU point whose process used fewer CPU-seconds per wall second than this times its thread count, while timed,
+#: had its cores shared with other jobs (idle OpenMP threads spin, so an unshared run stays close to the count).
 SHARED_CPU_UTIL = 0.8
 _RESIZE_TYPES = ("Resize", "mmdet.Resize")
 
@@ -545,13 +546,14 @@ def _complexity(model: Any, inputs: Any) -> tuple:
 def timing_notes(points: Sequence[BenchPoint]) -> list:
     """What the user should know about how far the latencies can be trusted (one note per kind of problem)."""
     notes = []
-    shared = [p for p in points if p.device == "cpu" and p.cpu_util < SHARED_CPU_UTIL]
+    shared = [p for p in points if p.device == "cpu" and p.cpu_util < SHARED_CPU_UTIL * p.threads]
     if shared:
-        worst = min(shared, key=lambda p: p.cpu_util)
-        notes.append(f"{len(shared)} of {len(points)} point(s) were timed while other jobs shared the CPU (the process "
-                     f"got as little as {worst.cpu_util:.2f} CPU-seconds per second at threads={worst.threads}, e.g. "
-                     f"{worst.model} @ {worst.scale}: {worst.latency.median_ms:.1f} ms wall, {worst.cpu_ms:.1f} ms "
-                     "CPU): their ms is inflated; 'cpu ms' (cpu_ms, cpu_util in the results) shows the work itself")
+        worst = min(shared, key=lambda p: p.cpu_util / p.threads)
+        notes.append(f"{len(shared)} of {len(points)} point(s) were timed while other jobs shared the CPU (e.g. "
+                     f"{worst.model} @ {worst.scale}: {worst.cpu_util:.2f} CPU-seconds per second with threads="
+                     f"{worst.threads}, {worst.latency.median_ms:.1f} ms wall, {worst.cpu_ms:.1f} ms CPU per image): "
+                     "their ms is inflated" + ("; with one thread 'cpu ms' shows the work itself" if worst.threads == 1
+                                               else "; --threads 1 is steadier on a shared CPU"))
     unsteady = [p for p in points if p.latency.p90_ms > UNSTEADY_RATIO * p.latency.median_ms]
     if unsteady:
         where = ", ".join(f"{p.model} @ {p.scale}" for p in unsteady)

@@ -23,7 +23,7 @@ METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 def _ms(value: float) -> str:
-    return f"{value:.1f}"
+    return f"{value:.0f}" if value >= 1000 else f"{value:.1f}"
 
 
 def points_tables(points: List[Any], data_time: bool = False) -> List[Any]:
@@ -94,10 +94,11 @@ class BenchDisplay:
         if event.kind != "stage":
             return
         if self.progress is not None:
-            if self.task is None:
-                self.task = self.progress.add_task(event.message, total=None)
-            self.progress.update(self.task, description=event.message, completed=event.iteration,
-                                 total=event.max_iters or None)
+            if self.task is None or event.message != self._last:  # one bar for the current stage
+                if self.task is not None:
+                    self.progress.remove_task(self.task)
+                self.task = self.progress.add_task(event.message, total=event.max_iters or None)
+            self.progress.update(self.task, completed=event.iteration)
         elif event.message != self._last:
             self._log(f"• {event.message}")
         self._last = event.message
@@ -134,7 +135,8 @@ def speed_accuracy(
     min_iters: Annotated[int, typer.Option("--min-iters", min=1, help="Time at least this many images per point "
                                            "(repeating passes over them when --num-images is smaller).")] = 30,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads (default: torch's "
-                                                   "current setting; recorded either way).")] = None,
+                                                   "current setting; recorded either way). On a CPU shared with "
+                                                   "other jobs, 1 gives the steadiest timings.")] = None,
     data_time: Annotated[bool, typer.Option("--data-time", help="Also show data time per image in the table: "
                                             "load (read + decode) and transform (resize + pack). Always in the "
                                             "files, never in the latency.")] = False,
