@@ -571,10 +571,6 @@ def _prepare(spec: ModelSpec, opts: BenchOptions, work_dir: Path, progress: Prog
     cfg = prepare_eval_config(EvalOptions(config=spec.config, checkpoint=spec.checkpoint or Path(""),
                                           work_dir=work_dir / "logs" / spec.label, cfg_options=opts.cfg_options,
                                           num_images=opts.num_images), progress)
-    # Unique names: MMEngine keeps one logger and one visualizer per name for the whole process.
-    cfg.experiment_name = f"bench_{spec.label}".replace(os.sep, "_")
-    if cfg.get("visualizer") is not None:
-        cfg.visualizer["name"] = f"{cfg.experiment_name}_{time.time_ns()}"
     if opts.scales:
         scales = list(opts.scales)
     else:
