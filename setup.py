@@ -1,8 +1,9 @@
 """Build script for fltool's C++ focal-loss kernel.
 
 Everything else about the package lives in pyproject.toml. The kernel is compiled against the torch that is already
-installed (hence ``pip install --no-build-isolation``); it vectorises with ATen's ``at::vec`` (Sleef maths) when the
-build machine has AVX2+FMA, and falls back to ATen's portable scalar path otherwise. Set ``FLTOOL_NO_EXT=1`` to skip it:
+installed (hence ``pip install --no-build-isolation``); it vectorises with ATen's ``at::vec`` (8 float lanes, with
+its own inline exp/log1p polynomials) when the build machine has AVX2+FMA, and falls back to ATen's portable path
+otherwise. Set ``FLTOOL_NO_EXT=1`` to skip it:
 the losses then run their pure-PyTorch closed form (the same maths, slower on CPU).
 """
 import os
@@ -35,7 +36,7 @@ def _extensions():
 
     args = ["-O3", "-std=c++17", "-fopenmp"]
     if platform.machine() in ("x86_64", "AMD64") and _cpu_has("avx2", "fma"):
-        # at::vec picks its AVX2 specialisation (Sleef exp/log1p exported by libtorch_cpu) from these macros.
+        # at::vec picks its AVX2 specialisation from these macros (Sleef, exported by libtorch_cpu, for pow).
         args += ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
     ext = CppExtension(
         name="fltool_plugins._focal_ext",

@@ -49,7 +49,8 @@ def _print_configs(pattern: Optional[str]) -> None:
             for c in list_configs(pattern)]
     t = table("shipped configs", ["name", "group", "what it is"], rows,
               caption="use a name or a path: fltool train NAME")
-    t.columns[2].justify = "left"
+    t.columns[0].no_wrap = True  # names are what users copy: never cut them
+    t.columns[1].justify = t.columns[2].justify = "left"
     console.print(t)
 
 
