@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -37,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fltool.fileio import cpu_name
 from fltool_plugins.losses import kernel_info
 from fltool_plugins.losses.functional import sigmoid_focal_loss, sigmoid_focal_loss_star
 
@@ -193,17 +193,6 @@ def print_report(report: dict) -> None:
         console.print(table)
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _load_average() -> Optional[list[float]]:
     """Other work on the machine distorts timings; the report records the load when the run starts."""
     try:
@@ -222,7 +211,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         torch.set_num_threads(args.threads)
     repeats, warmup = (3, 1) if args.quick else (9, 2)
     report = dict(
-        environment=dict(torch=torch.__version__, threads=torch.get_num_threads(), cpu=_cpu_name(),
+        environment=dict(torch=torch.__version__, threads=torch.get_num_threads(), cpu=cpu_name(),
                          python=sys.version.split()[0], kernel=kernel_info(), repeats=repeats, warmup=warmup,
                          load_average=_load_average(), thp_mem_alloc_enable=os.environ.get("THP_MEM_ALLOC_ENABLE")),
         sizes={name: bench_size(name, n, k, repeats, warmup) for name, (n, k) in SIZES.items()},

@@ -221,7 +221,7 @@ def test_cli_synth_writes_the_dataset_and_prints_counts(tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["spec"]["image_size"] == 192 and meta["spec"]["seed"] == 3
     assert len(list((out / "images").glob("*.png"))) == 10
-    assert f"│ boxes " in result.stdout and str(meta["splits"]["train"]["boxes"]) in result.stdout
+    assert "│ boxes " in result.stdout and str(meta["splits"]["train"]["boxes"]) in result.stdout
 
 
 def test_cli_synth_refuses_a_non_empty_folder_unless_forced(tmp_path):

@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import math
-import os
 import resource
 import time
 from dataclasses import dataclass, field
@@ -51,6 +49,7 @@ from torch import Tensor
 
 from fltool.engine.runner import ProgressEvent, ProgressFn
 from fltool.errors import CheckpointError, ConfigError, DataError
+from fltool.fileio import atomic_path, save_figure, write_json
 
 DEFAULT_GAMMAS: Tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
 LOSS_SHARES: Tuple[float, ...] = (0.5, 0.9)  # the summary's "fraction of hardest samples carrying q of the loss"
@@ -512,15 +511,13 @@ def _gamma_label(gamma: float) -> str:
 def write_curves_csv(sets: Sequence[SetCdf], path: Path) -> Path:
     """One row per curve point: set, fraction of samples, then the cumulative normalised loss for every gamma."""
     gammas = sets[0].gammas
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["set", "fraction_of_samples"] + [f"cum_loss_gamma_{_gamma_label(g)}" for g in gammas])
         for s in sets:
             for j, frac in enumerate(s.fraction):
                 writer.writerow([s.name, repr(float(frac))] + [repr(float(s.cumulative[i, j]))
                                                                for i in range(len(gammas))])
-    os.replace(tmp, path)
     return path
 
 
@@ -547,11 +544,7 @@ def plot_loss_cdf(sets: Sequence[SetCdf], path: Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def save_loss_cdf(result: LossCdfResult, out_dir: Path, stem: str = "loss_cdf") -> LossCdfFiles:
@@ -561,8 +554,5 @@ def save_loss_cdf(result: LossCdfResult, out_dir: Path, stem: str = "loss_cdf") 
     title = f"{Path(result.checkpoint).name}: {result.num_images} {result.split} images"
     png = plot_loss_cdf(sets, out_dir / f"{stem}.png", title)
     csv_path = write_curves_csv(sets, out_dir / f"{stem}.csv")
-    json_path = out_dir / f"{stem}.json"
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result.summary(), indent=2, default=str) + "\n")
-    os.replace(tmp, json_path)
+    json_path = write_json(out_dir / f"{stem}.json", result.summary())
     return LossCdfFiles(png, csv_path, json_path)

@@ -14,13 +14,14 @@ float32 on CPU the C++ kernel), so drawing the figures also tests the losses.
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from fltool.fileio import atomic_path, save_figure
 
 FIG1_GAMMAS: Tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 5.0)
 
@@ -188,14 +189,12 @@ def _checked(v: LossVariant, x_t: np.ndarray, figure: str, label: str, backends:
 # ---------------------------------------------------------------------------------------------------------------------
 
 def _write_csv(fig: Figure, path: Path) -> Path:
-    tmp = path.with_suffix(path.suffix + ".tmp")
     labels = list(fig.curves)
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow([fig.x_label] + labels)
         for j, x in enumerate(fig.x):
             writer.writerow([repr(float(x))] + [repr(float(fig.curves[k][j])) for k in labels])
-    os.replace(tmp, path)
     return path
 
 
@@ -216,11 +215,7 @@ def _plot(fig: Figure, path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     figure.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    figure.savefig(tmp, dpi=120)
-    plt.close(figure)
-    os.replace(tmp, path)
-    return path
+    return save_figure(figure, path, dpi=120)
 
 
 def save_loss_curves(curves: LossCurves, out_dir: Path) -> List[Path]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
+from fltool.fileio import save_figure
+
 MAX_PANELS = 12
 
 #: (mean, std, number of seeds finished) of one point; mean/std None where nothing finished or no spread.
@@ -110,9 +112,4 @@ def plot_sweep(axis_names: Sequence[str], axis_labels: Sequence[Sequence[str]], 
             _heatmap(fig, ax, rows, cols, values, texts, axis_names[0], axis_names[1], panel, vmin, vmax)
         fig.suptitle(textwrap.fill(f"{title}; cells: mean ± std", int(width * n_cols * 11)), fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial.png")
-    fig.savefig(tmp)
-    tmp.replace(path)
-    return SweepPlot(path, notes)
+    return SweepPlot(save_figure(fig, path), notes)

@@ -46,6 +46,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from fltool.engine.runner import ProgressEvent, ProgressFn
 from fltool.errors import CheckpointError, ConfigError, DataError, StackError
+from fltool.fileio import atomic_path, cpu_name, save_figure, write_json
 
 #: The paper's test scales (Table 1e), used when neither --scales nor the config's ``fltool_bench_scales`` says.
 PAPER_SCALES = (400, 500, 600, 700, 800)
@@ -424,14 +425,7 @@ def _device_name(device: str) -> str:
 
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_name()
 
 
 def _drop_pretrained_init(node: Any) -> int:
@@ -522,10 +516,7 @@ def _subset_evaluator_cfg(cfg: Any, images: _Images, work_dir: Path) -> Any:
             subset = filter_coco(data, images.img_ids)
             digest = hashlib.sha1(f"{path.resolve()}:{images.img_ids}".encode()).hexdigest()[:8]
             out = work_dir / "annotations" / f"{path.stem}_{len(images.img_ids)}img_{digest}.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(subset))
-            os.replace(tmp, out)
+            write_json(out, subset, indent=None)
             images.subset_anns[ann] = str(out)
         ev["ann_file"] = images.subset_anns[ann]
     return evaluator
@@ -775,14 +766,11 @@ def _csv_value(value: Any) -> Any:
 
 
 def write_csv(points: Sequence[BenchPoint], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
         writer.writeheader()
         for point in points:
             writer.writerow({k: _csv_value(v) for k, v in point.row().items()})
-    os.replace(tmp, path)
     return path
 
 
@@ -814,10 +802,7 @@ def write_results_json(result: BenchResult, opts: BenchOptions) -> Path:
         "notes": result.notes,
         "files": {"csv": str(result.csv_file), "json": str(result.json_file), "plot": str(result.plot_file)},
     }
-    tmp = result.json_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, result.json_file)
-    return result.json_file
+    return write_json(result.json_file, data)
 
 
 def plot_speed_accuracy(points: Sequence[BenchPoint], path: Path, environment: Optional[dict] = None,
@@ -879,9 +864,5 @@ def plot_speed_accuracy(points: Sequence[BenchPoint], path: Path, environment: O
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="best")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 

@@ -7,7 +7,6 @@ Click's exit 2; ``FLTOOL_DEBUG=1`` prints the traceback as well. Tracebacks neve
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import traceback
@@ -21,6 +20,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from fltool.errors import FltoolError
+from fltool.fileio import write_json  # noqa: F401  (re-exported for the commands)
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
@@ -120,14 +120,6 @@ def command(app: typer.Typer, name: Optional[str] = None, **kwargs: Any) -> Call
         return func
 
     return decorator
-
-
-def write_json(path: Path, data: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
 
 
 def table(title: str, columns: List[str], rows: List[List[Any]], caption: Optional[str] = None) -> Table:

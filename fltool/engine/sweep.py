@@ -38,6 +38,7 @@ from typing import Any, Optional, Sequence
 
 from fltool.engine.runner import ProgressEvent, ProgressFn, _noop
 from fltool.errors import ConfigError, Interrupted, TrainingError
+from fltool.fileio import atomic_path, write_json
 
 LOSS_KEY = "model.bbox_head.loss_cls"
 LOSS_ALIAS = "loss"
@@ -481,12 +482,7 @@ def _sweep_identity(opts: SweepOptions, grid: Grid) -> dict:
                       "max_iters": opts.max_iters, "deterministic": opts.deterministic})
 
 
-def _write_json(path: Path, data: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+_write_json = write_json
 
 
 def _read_json(path: Path) -> Optional[dict]:
@@ -802,8 +798,7 @@ def write_csv(path: Path, grid: Grid, summaries: Sequence[PointSummary]) -> Path
     header = ["index", "point"] + [a.key for a in grid.axes] + ["n"]
     for key in METRICS:
         header += [f"{key}_mean", f"{key}_std"]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for s in summaries:
@@ -811,7 +806,6 @@ def write_csv(path: Path, grid: Grid, summaries: Sequence[PointSummary]) -> Path
             for key in METRICS:
                 row += [_csv_number(s.mean[key]), _csv_number(s.std[key])]
             writer.writerow(row)
-    os.replace(tmp, path)
     return path
 
 

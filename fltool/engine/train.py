@@ -1,9 +1,7 @@
 """``fltool train``: MMEngine's Runner with fltool's checks, progress reporting, metrics file and clean stops."""
 from __future__ import annotations
 
-import json
 import math
-import os
 import signal
 import threading
 import time
@@ -16,6 +14,7 @@ from fltool.engine import runner as rn
 from fltool.engine.config import load_config
 from fltool.engine.runner import ProgressEvent, ProgressFn
 from fltool.errors import ConfigError, DataError, Interrupted
+from fltool.fileio import write_json
 
 DEFAULT_CONFIG = "retinanet_r18-gn_synth_256"
 METRIC_NAMES = {"bbox_mAP": "AP", "bbox_mAP_50": "AP50", "bbox_mAP_75": "AP75", "bbox_mAP_s": "APs",
@@ -268,12 +267,6 @@ def _make_progress_hook(progress: ProgressFn, sink: dict) -> Any:
     return ProgressHook()
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".partial")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def train(opts: TrainOptions, progress: ProgressFn = rn._noop) -> TrainResult:
     """Train (and evaluate at the end) as the config says; returns the final metrics and where things are."""
     start = time.time()
@@ -314,7 +307,7 @@ def train(opts: TrainOptions, progress: ProgressFn = rn._noop) -> TrainResult:
 
     if is_main_process():
         metrics_file = Path(cfg.work_dir).resolve() / "metrics.json"
-        _write_json_atomic(metrics_file, {
+        write_json(metrics_file, {
             "config": str(opts.config), "work_dir": str(cfg.work_dir), "iteration": sink.get("iteration"),
             "checkpoint": last, "bbox": {k: v for k, v in metrics.items() if k != "per_class_AP"},
             "per_class_AP": metrics.get("per_class_AP", {}), "raw": sink.get("raw", {}),
