@@ -1,6 +1,7 @@
 """Rendering the engine's progress events: a live rich display on a terminal, plain log lines otherwise."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Optional
 
@@ -36,6 +37,8 @@ class ProgressDisplay:
     def __init__(self, console: Console, log_every: int = 20, plain: Optional[bool] = None) -> None:
         self.console = console
         self.plain = (not console.is_terminal) if plain is None else plain
+        # In a distributed run only rank 0 reports progress (every rank would print the same lines).
+        self.silent = int(os.environ.get("RANK", "0")) != 0
         self.log_every = log_every
         self.progress: Optional[Progress] = None
         self.train_task: Any = None
@@ -45,7 +48,7 @@ class ProgressDisplay:
         self._t0 = time.time()
 
     def __enter__(self) -> "ProgressDisplay":
-        if not self.plain:
+        if not self.plain and not self.silent:
             self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
                                      MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
                                      TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
@@ -64,6 +67,8 @@ class ProgressDisplay:
             self.console.print(f"[{time.time() - self._t0:7.1f}s] {text}", highlight=False, soft_wrap=True)
 
     def __call__(self, event: ProgressEvent) -> None:
+        if self.silent:
+            return
         if event.kind == "stage":
             if event.max_iters and self.progress is not None:  # a stage with a count: a bar of its own
                 if self.stage_task is None or event.message != self._last_stage:
