@@ -42,7 +42,9 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the repor
     else:
         rows = [[c.name, c.version, "ok" if c.ok else ("FAIL" if c.required else "warn"), c.detail]
                 for c in report.checks]
-        console.print(table("fltool doctor", ["component", "version", "status", "detail"], rows))
+        t = table("fltool doctor", ["component", "version", "status", "detail"], rows)
+        t.columns[3].justify = "left"
+        console.print(t)
     for check in report.checks:
         if not check.ok and not check.required:
             typer.echo(f"fltool: warning: {check.name}: {check.detail}; {check.fix}", err=True)
