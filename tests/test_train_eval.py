@@ -117,3 +117,15 @@ def test_two_process_gloo_training_with_torchrun(tiny_config, tmp_path):
     log = next((tmp_path / "ddp").glob("*/*.log")).read_text()
     assert "Distributed launcher: pytorch" in log and "Distributed training: True" in log
     assert "backend: gloo" in log or "'backend': 'gloo'" in log
+
+
+def test_eval_show_dir_draws_ground_truth_and_predictions(tiny_run, tiny_config, tmp_path):
+    from PIL import Image
+
+    show = tmp_path / "show"
+    result = evaluate(EvalOptions(config=tiny_config, checkpoint=tiny_run.work_dir / "iter_4.pth", num_images=2,
+                                  show_dir=show, score_thr=0.0, work_dir=tmp_path / "wd"))
+    drawn = sorted(show.glob("*.png"))
+    assert result.show_dir == show and len(drawn) == 2
+    with Image.open(drawn[0]) as img:
+        assert img.size == (320, 160)  # ground truth and predictions side by side
