@@ -129,3 +129,12 @@ def test_eval_show_dir_draws_ground_truth_and_predictions(tiny_run, tiny_config,
     assert result.show_dir == show and len(drawn) == 2
     with Image.open(drawn[0]) as img:
         assert img.size == (320, 160)  # ground truth and predictions side by side
+
+
+def test_train_tensorboard_flag_writes_event_files_and_plain_progress_has_eta(tiny_config, tmp_path):
+    result = runner.invoke(app, ["train", tiny_config, "--work-dir", str(tmp_path), "--max-iters", "2",
+                                 "--tensorboard"])
+    assert result.exit_code == 0, result.output
+    assert list(tmp_path.glob("*/vis_data/events.out.tfevents.*"))
+    iter_lines = [ln for ln in result.stderr.splitlines() if "iter 2/2" in ln]
+    assert iter_lines and "eta 0:00:00" in iter_lines[0] and "pos/img" in iter_lines[0]

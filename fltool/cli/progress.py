@@ -14,8 +14,14 @@ from fltool.engine.runner import ProgressEvent
 LOSS_ORDER = ("loss", "loss_cls", "loss_bbox")
 
 
-def _train_info(values: dict) -> str:
-    parts = [f"{k} {values[k]:.4f}" for k in LOSS_ORDER if k in values]
+def _eta(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _train_info(values: dict, epoch: int = 0) -> str:
+    parts = [f"epoch {epoch}"] if epoch else []
+    parts += [f"{k} {values[k]:.4f}" for k in LOSS_ORDER if k in values]
     parts += [f"{k} {v:.4f}" for k, v in values.items() if k.startswith("loss") and k not in LOSS_ORDER]
     if "lr" in values:
         parts.append(f"lr {values['lr']:.2e}")
@@ -46,6 +52,7 @@ class ProgressDisplay:
         self.stage_task: Any = None
         self._last_stage = ""
         self._t0 = time.time()
+        self._train_start: Optional[tuple] = None  # (time, iteration) of the first reported iteration
 
     def __enter__(self) -> "ProgressDisplay":
         if not self.plain and not self.silent:
@@ -80,14 +87,20 @@ class ProgressDisplay:
                 self._log(f"• {event.message}: {event.iteration}/{event.max_iters}")
             self._last_stage = event.message
         elif event.kind == "train_iter":
-            info = _train_info(event.values)
+            info = _train_info(event.values, event.epoch)
             if self.progress is not None:
                 if self.train_task is None:
                     self.train_task = self.progress.add_task("train", total=event.max_iters,
                                                              completed=event.iteration - 1, info="")
                 self.progress.update(self.train_task, completed=event.iteration, info=info)
             elif event.iteration % self.log_every == 0 or event.iteration in (1, event.max_iters):
-                self._log(f"iter {event.iteration}/{event.max_iters}  {info}")
+                now = time.time()
+                if self._train_start is None:
+                    self._train_start = (now, event.iteration)
+                start_time, start_iter = self._train_start
+                done = event.iteration - start_iter
+                eta = f"  eta {_eta((now - start_time) / done * (event.max_iters - event.iteration))}" if done else ""
+                self._log(f"iter {event.iteration}/{event.max_iters}  {info}{eta}")
         elif event.kind == "val_iter":
             if self.progress is not None:
                 if self.val_task is None or self.progress.tasks[self.val_task].finished:
