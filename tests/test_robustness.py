@@ -251,3 +251,14 @@ def test_unknown_cfg_options_key_is_one_line_with_a_suggestion(tiny_config, tmp_
     assert result.exit_code == 1
     assert "did you mean 'model.bbox_head.loss_cls.gamma'" in _one_line_error(result.stderr)
     assert "Traceback" not in result.stderr
+
+
+def test_eval_on_own_data_with_a_missing_image_is_one_error_naming_the_problem(tiny_run, tiny_config, broken_copy,
+                                                                               tmp_path):
+    root, victim, _ = broken_copy
+    val = json.loads((root / "val.json").read_text())
+    (root / "images" / val["images"][0]["file_name"]).unlink()
+    result = runner.invoke(app, ["eval", tiny_config, str(tiny_run.work_dir / "iter_4.pth"), "--ann-file",
+                                 str(root / "val.json"), "--work-dir", str(tmp_path / "wd")])
+    assert result.exit_code == 1
+    assert "val.json: 1 error found (1 missing image)" in _one_line_error(result.stderr)

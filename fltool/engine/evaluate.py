@@ -45,13 +45,16 @@ class EvalResult:
 
 def _point_test_set_at(cfg: Any, ann_file: Path, img_dir: Optional[Path]) -> None:
     """Evaluate on the user's own COCO data: annotation file + image folder replace the config's test set."""
-    from fltool.data.check import load_coco_json
+    from fltool.data.check import check_coco, default_img_dir, load_coco_json
 
     if not ann_file.is_file():
         raise DataError(f"annotation file not found: {ann_file}", "give a COCO-format .json with --ann-file")
-    img_dir = img_dir or (ann_file.parent / "images" if (ann_file.parent / "images").is_dir() else ann_file.parent)
+    img_dir = img_dir or default_img_dir(ann_file)
     if not img_dir.is_dir():
         raise DataError(f"image folder not found: {img_dir}", "give the folder of the images with --img-dir")
+    report = check_coco(ann_file, img_dir)  # the user's own data: check it before MMDetection trips over it
+    if not report.ok:
+        raise DataError(report.summary(), f"run `fltool data check {ann_file} --img-dir {img_dir}` for the details")
     data, _ = load_coco_json(ann_file)
     names = [c["name"] for c in sorted(data.get("categories", []), key=lambda c: c["id"])]
     dataset = cfg.test_dataloader.dataset
