@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from typer.testing import CliRunner
 from fltool.data.check import check_coco, check_config_datasets, drop_bad_records
 from fltool.errors import DataError
 
-BCCD = Path("/work/shared/data/bccd")
+# The BCCD copy beside the project (../shared/data/bccd), read in place; FLTOOL_BCCD_ROOT points elsewhere.
+BCCD = Path(os.environ.get("FLTOOL_BCCD_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data" / "bccd"))
 W, H = 64, 48
 
 
