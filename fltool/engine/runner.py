@@ -118,7 +118,7 @@ def _replace_strings(node: Any, old: str, new: str) -> Any:
 
 def resolve_embedded_dataset(cfg: Any, progress: ProgressFn = _noop) -> Optional[Path]:
     """Replace ``fltool-synth://`` in the config by the cached embedded dataset, generating it if needed."""
-    if SYNTH_PREFIX not in cfg.pretty_text and SYNTH_PREFIX not in str(cfg._cfg_dict):
+    if SYNTH_PREFIX not in str(cfg._cfg_dict.to_dict()):
         return None
     from fltool.data.synth import SynthSpec, default_dataset
 

@@ -76,10 +76,11 @@ def _scale_schedule(cfg: Any, old_len: int, new_len: int) -> None:
     schedulers = cfg.get("param_scheduler") or []
     schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
     for sched in schedulers:
-        for key in ("begin", "end", "T_max"):
+        if isinstance(sched.get("begin"), int) and sched["begin"] > 0:
+            sched["begin"] = min(new_len - 1, round(sched["begin"] * ratio))
+        for key in ("end", "T_max"):
             if isinstance(sched.get(key), int) and sched[key] > 0:
-                sched[key] = max(1, min(new_len, round(sched[key] * ratio))) if key != "begin" else \
-                    min(new_len - 1, round(sched[key] * ratio))
+                sched[key] = max(1, min(new_len, round(sched[key] * ratio)))
         if "milestones" in sched:
             sched["milestones"] = [max(1, round(m * ratio)) for m in sched["milestones"]]
 
