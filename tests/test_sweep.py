@@ -276,6 +276,52 @@ def test_a_changed_grid_in_the_same_folder_is_refused_unless_it_only_adds_points
     assert json.loads((out / "sweep.json").read_text())["axes"] == ["loss.gamma=0,1,2"]
 
 
+def _copy_of_configs(root: Path) -> Path:
+    """The project's configs and the tiny test config, as a checkout at ``root`` has them."""
+    import shutil
+
+    project = Path(__file__).resolve().parents[1]
+    shutil.copytree(project / "configs", root / "configs")
+    shutil.copytree(project / "tests" / "configs", root / "tests" / "configs")
+    return root / "tests" / "configs" / "tiny_synth.py"
+
+
+def test_a_moved_checkout_resumes_its_sweep_and_an_edited_base_config_is_refused(tmp_path, fake_train):
+    out, args = tmp_path / "sweep", ["--set", "loss.gamma=0,2"]
+    first = _copy_of_configs(tmp_path / "a")
+    assert _sweep(str(first), out, *args).exit_code == 0 and len(fake_train.calls) == 2
+    moved = _copy_of_configs(tmp_path / "b")  # the same files at another path
+    again = _sweep(str(moved), out, *args)
+    assert again.exit_code == 0, again.output
+    assert len(fake_train.calls) == 2 and "skipped 2 finished runs" in again.stderr
+
+    base = tmp_path / "b" / "configs" / "_base_" / "retinanet_fltool.py"  # two levels of _base_ below the config
+    base.write_text(base.read_text() + "\noptim_wrapper = dict(optimizer=dict(lr=0.5))\n")
+    edited = _sweep(str(moved), out, *args)
+    assert edited.exit_code == 1 and len(fake_train.calls) == 2
+    line = _one_line_error(edited.stderr)
+    assert "tiny_synth.py" in line and "has changed since" in line and "another --work-dir" in line
+
+
+def test_runs_recorded_before_config_digests_still_count_as_finished(tiny_config, tmp_path, fake_train):
+    out, args = tmp_path / "sweep", ["--set", "loss.gamma=0,2"]
+    assert _sweep(tiny_config, out, *args).exit_code == 0 and len(fake_train.calls) == 2
+    old_path = "/elsewhere/tests/configs/tiny_synth.py"  # what older versions recorded: the absolute path
+    record = json.loads((out / "sweep.json").read_text())
+    record["identity"].pop("config_digest")
+    record["identity"]["config"] = record["config"] = old_path
+    (out / "sweep.json").write_text(json.dumps(record))
+    for run_file in out.glob("*/seed0/run.json"):
+        run = json.loads(run_file.read_text())
+        settings = {k: v for k, v in run.items() if k not in ("settings_hash", "train_command", "config_digest")}
+        settings["config"] = old_path
+        run_file.write_text(json.dumps({**settings, "settings_hash": sw._hash(settings)}))
+    again = _sweep(tiny_config, out, *args)
+    assert again.exit_code == 0, again.output
+    assert len(fake_train.calls) == 2 and "skipped 2 finished runs" in again.stderr
+    assert "config_digest" in json.loads((out / "sweep.json").read_text())["identity"]  # now recorded
+
+
 def test_a_failed_run_is_reported_and_the_other_runs_still_train(tiny_config, tmp_path, monkeypatch):
     fake = FakeTrain(fail_on=1)
     monkeypatch.setattr("fltool.engine.train.train", fake)

@@ -471,15 +471,52 @@ def train_command(opts: SweepOptions, grid: Grid, point: Point, seed: int, run_d
 
 def _run_settings(opts: SweepOptions, grid: Grid, point: Point, seed: int) -> dict:
     """What a run was started with (run.json); a finished run is reused only when these match."""
-    return _jsonable({"config": str(grid.config_path), "point": point.id, "settings": point.settings,
+    return _jsonable({"config": grid.config_path.name, "config_digest": config_digest(grid.config_path),
+                      "point": point.id, "settings": point.settings,
                       "cfg_options": {**grid.base_cfg_options, **point.cfg_options}, "seed": seed,
                       "max_iters": opts.max_iters, "deterministic": opts.deterministic})
 
 
+def config_digest(config_path: Path) -> str:
+    """SHA-256 of what a config says: its file and every local ``_base_`` file it inherits, by content.
+
+    A sweep is identified by this rather than by the config's absolute path, so that a checkout that moved (or a
+    second clone) resumes its sweeps, while an edited config or base is seen as another sweep. Bases from other
+    packages (``mmdet::...``) enter by name: their content is fixed by the pinned package version.
+    """
+    from mmengine.config import Config
+
+    digest, seen, queue = hashlib.sha256(), set(), [Path(config_path).resolve()]
+    while queue:
+        path = queue.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        for base in Config._get_base_files(str(path)):
+            if "::" in base:
+                digest.update(base.encode() + b"\0")
+            else:
+                queue.append((path.parent / base).resolve())
+    return digest.hexdigest()
+
+
 def _sweep_identity(opts: SweepOptions, grid: Grid) -> dict:
     """What every point of a sweep shares: a folder holds one of these."""
-    return _jsonable({"config": str(grid.config_path), "cfg_options": list(opts.cfg_options or []),
+    return _jsonable({"config": grid.config_path.name, "config_digest": config_digest(grid.config_path),
+                      "cfg_options": list(opts.cfg_options or []),
                       "max_iters": opts.max_iters, "deterministic": opts.deterministic})
+
+
+def _legacy_view(recorded: dict, new: dict) -> dict:
+    """Records written before ``config_digest`` existed hold the config's absolute path and no digest: compare those
+    by the config's file name, so that their finished runs still count."""
+    if "config_digest" in recorded or not isinstance(recorded.get("config"), str):
+        return new
+    legacy = {k: v for k, v in new.items() if k != "config_digest"}
+    if Path(recorded["config"]).name == new.get("config"):
+        legacy["config"] = recorded["config"]
+    return legacy
 
 
 _write_json = write_json
@@ -500,8 +537,13 @@ def read_sweep_record(sweep_dir: Path) -> Optional[dict]:
 
 def check_same_sweep(record: dict, opts: SweepOptions, grid: Grid, sweep_dir: Path) -> None:
     """Refuse a folder made by another sweep, unless this grid only adds points to it."""
-    old, new = record.get("identity", {}), _sweep_identity(opts, grid)
-    for key in ("config", "cfg_options", "max_iters", "deterministic"):
+    old = record.get("identity", {})
+    new = _legacy_view(old, _sweep_identity(opts, grid))
+    for key in ("config", "config_digest", "cfg_options", "max_iters", "deterministic"):
+        if old.get(key) != new.get(key) and key == "config_digest":
+            raise ConfigError(f"sweep folder {sweep_dir} holds a sweep of {new['config']} as it was before: the "
+                              "config or one of its _base_ files has changed since",
+                              "use another --work-dir for the edited config, or restore the config to continue")
         if old.get(key) != new.get(key):
             raise ConfigError(f"sweep folder {sweep_dir} holds a sweep with {key} {old.get(key)!r}, this command "
                               f"has {new.get(key)!r}", "use another --work-dir, or the same settings")
@@ -531,7 +573,7 @@ def _run_state(run_dir: Path, settings: dict) -> str:
     """'finished', 'partial' (a checkpoint to resume from), 'new', or 'foreign' (made with other settings)."""
     recorded = _read_json(run_dir / "run.json")
     finished = (run_dir / "metrics.json").is_file()
-    if recorded is not None and recorded.get("settings_hash") != _hash(settings):
+    if recorded is not None and recorded.get("settings_hash") != _hash(_legacy_view(recorded, settings)):
         return "foreign"
     if finished:
         return "finished" if recorded is not None else "foreign"
