@@ -1,7 +1,8 @@
 # fltool: the two commands of the README, and the pieces they are made of.
 #   make train   set up (if needed), then train + evaluate the default RetinaNet on the embedded dataset
 #   make test    set up (if needed), then run the test suite
-.PHONY: setup train test bench clean
+#   make reproduce  every run behind REPRODUCTION.md (resumable; about 4 hours on 2 cores), then its tables
+.PHONY: setup train test bench reproduce clean
 
 PY := .venv/bin/python
 
@@ -16,6 +17,10 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/focal_loss.py
+
+reproduce: setup
+	scripts/reproduce.sh
+	$(PY) scripts/reproduction_tables.py --runs $${RUNS:-work_dirs/repro}
 
 clean:
 	rm -rf work_dirs .pytest_cache
