@@ -25,6 +25,7 @@ same one-hot conversion. All use gamma 2, alpha 0.25.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -113,10 +114,25 @@ def time_ms(fn: Callable[[], None], repeats: int, warmup: int) -> float:
     return statistics.median(samples)
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Kineto (torch's profiler backend) writes a 'profiler_start/stop' line to the process's stderr from C++ on every
+    profile, whatever KINETO_LOG_LEVEL says: point file descriptor 2 at /dev/null for the profile only."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_alloc_bytes(fn: Callable[[], None]) -> int:
     """Peak of the running total of CPU allocations minus frees during fn, from the profiler's allocator events."""
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
                     key=lambda e: e.start_ns())
