@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every run behind REPRODUCTION.md, in order. Resumable: each `fltool sweep` skips the runs it has finished, so
-# this script can be stopped and started again. About 4 hours on a 2-core CPU (most of it the 15-point grid).
+# this script can be stopped and started again. About 3 hours on a 2-core CPU (most of it the 15-point grid).
 #   RUNS=work_dirs/repro scripts/reproduce.sh     then    .venv/bin/python scripts/reproduction_tables.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
