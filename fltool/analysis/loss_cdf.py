@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fltool.engine.runner import ProgressEvent, ProgressFn
+from fltool.engine.runner import ProgressEvent, ProgressFn, _noop
 from fltool.errors import CheckpointError, ConfigError, DataError
 from fltool.fileio import atomic_path, save_figure, write_json
 
@@ -55,10 +55,6 @@ DEFAULT_GAMMAS: Tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
 LOSS_SHARES: Tuple[float, ...] = (0.5, 0.9)  # the summary's "fraction of hardest samples carrying q of the loss"
 SPLITS = ("val", "test", "train")
 _CHUNK = 1 << 20  # samples per loss evaluation inside LossHistogram.add (bounds its temporaries)
-
-
-def _noop(event: ProgressEvent) -> None:
-    return None
 
 
 def check_gammas(gammas: Sequence[float]) -> Tuple[float, ...]:

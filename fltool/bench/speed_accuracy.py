@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
-from fltool.engine.runner import ProgressEvent, ProgressFn
+from fltool.engine.runner import ProgressEvent, ProgressFn, _noop
 from fltool.errors import CheckpointError, ConfigError, DataError, StackError
 from fltool.fileio import atomic_path, cpu_name, save_figure, write_json
 
@@ -66,10 +66,6 @@ UNSTEADY_RATIO = 1.5
 #: had its cores shared with other jobs (idle OpenMP threads spin, so an unshared run stays close to the count).
 SHARED_CPU_UTIL = 0.8
 _RESIZE_TYPES = ("Resize", "mmdet.Resize")
-
-
-def _noop(event: ProgressEvent) -> None:
-    return None
 
 
 # --------------------------------------------------------------------------------------------------------------

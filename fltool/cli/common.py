@@ -20,7 +20,6 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from fltool.errors import FltoolError
-from fltool.fileio import write_json  # noqa: F401  (re-exported for the commands)
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 

@@ -9,8 +9,9 @@ import typer
 from typing_extensions import Annotated
 
 from fltool.cli.common import (CfgOptionsOpt, CheckpointArg, ConfigArg, WorkDirOpt, command, console, err_console,
-                               table, write_json)
+                               table)
 from fltool.cli.progress import ProgressDisplay
+from fltool.fileio import write_json
 
 
 class Launcher(str, Enum):

@@ -174,6 +174,7 @@ class Grid:
     base_cfg_options: dict  # the parsed --cfg-options shared by every point
     flat_options: dict = field(default_factory=dict)  # point id -> ``--cfg-options`` strings for `fltool train`
     notes: list = field(default_factory=list)
+    config_digest: str = ""  # see config_digest(): what identifies the sweep's config across checkouts
 
 
 def split_top_level(text: str) -> list[str]:
@@ -368,7 +369,8 @@ def build_grid(config: str, axis_items: Sequence[str], cfg_options: Optional[Seq
         settings = {axis.key: value for axis, value in zip(axes, values)}
         points.append(Point(index, pid, _jsonable(settings), options, labels))
         flat[pid] = _flat_cli_options(cfg, options, notes, where)
-    return Grid(config, config_path, axes, points, base_options, flat, list(dict.fromkeys(notes)))
+    return Grid(config, config_path, axes, points, base_options, flat, list(dict.fromkeys(notes)),
+                config_digest(config_path))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -471,7 +473,7 @@ def train_command(opts: SweepOptions, grid: Grid, point: Point, seed: int, run_d
 
 def _run_settings(opts: SweepOptions, grid: Grid, point: Point, seed: int) -> dict:
     """What a run was started with (run.json); a finished run is reused only when these match."""
-    return _jsonable({"config": grid.config_path.name, "config_digest": config_digest(grid.config_path),
+    return _jsonable({"config": grid.config_path.name, "config_digest": grid.config_digest,
                       "point": point.id, "settings": point.settings,
                       "cfg_options": {**grid.base_cfg_options, **point.cfg_options}, "seed": seed,
                       "max_iters": opts.max_iters, "deterministic": opts.deterministic})
@@ -503,7 +505,7 @@ def config_digest(config_path: Path) -> str:
 
 def _sweep_identity(opts: SweepOptions, grid: Grid) -> dict:
     """What every point of a sweep shares: a folder holds one of these."""
-    return _jsonable({"config": grid.config_path.name, "config_digest": config_digest(grid.config_path),
+    return _jsonable({"config": grid.config_path.name, "config_digest": grid.config_digest,
                       "cfg_options": list(opts.cfg_options or []),
                       "max_iters": opts.max_iters, "deterministic": opts.deterministic})
 
@@ -517,9 +519,6 @@ def _legacy_view(recorded: dict, new: dict) -> dict:
     if Path(recorded["config"]).name == new.get("config"):
         legacy["config"] = recorded["config"]
     return legacy
-
-
-_write_json = write_json
 
 
 def _read_json(path: Path) -> Optional[dict]:
@@ -628,7 +627,7 @@ def run_sweep(opts: SweepOptions, progress: ProgressFn = _noop) -> SweepResult:
     plan, skipped = [], 0
     for point in points:
         if is_main:
-            _write_json(sweep_dir / point.id / "point.json", {"index": point.index, "id": point.id,
+            write_json(sweep_dir / point.id / "point.json", {"index": point.index, "id": point.id,
                                                               "settings": point.settings,
                                                               "cfg_options": point.cfg_options})
         for seed in seeds:
@@ -661,7 +660,7 @@ def run_sweep(opts: SweepOptions, progress: ProgressFn = _noop) -> SweepResult:
                                        "resume": bool(resume)}))
         if is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            _write_json(run_dir / "run.json", {"settings_hash": _hash(settings), **settings,
+            write_json(run_dir / "run.json", {"settings_hash": _hash(settings), **settings,
                                                "train_command": train_command(opts, grid, point, seed, run_dir,
                                                                               world_size)})
         cfg_options = {**grid.base_cfg_options, **copy.deepcopy(point.cfg_options)}
@@ -679,7 +678,7 @@ def run_sweep(opts: SweepOptions, progress: ProgressFn = _noop) -> SweepResult:
             failed.append(f"point {point.index} ({point.id}) seed {seed}: {exc.one_line()}")
             progress(ProgressEvent("note", f"run {i}/{len(plan)} failed: {exc.one_line()}"))
             if is_main:
-                _write_json(run_dir / "error.json", {"error": exc.one_line(), "time": time.time()})
+                write_json(run_dir / "error.json", {"error": exc.one_line(), "time": time.time()})
             continue
         metrics = result.metrics
         if "AP" not in metrics and result.checkpoint is not None:
@@ -688,7 +687,7 @@ def run_sweep(opts: SweepOptions, progress: ProgressFn = _noop) -> SweepResult:
                 data = _read_json(result.metrics_file) or {}
                 data["bbox"] = {k: v for k, v in metrics.items() if k != "per_class_AP"}
                 data["note"] = "evaluated the resumed last checkpoint (training had nothing left to do)"
-                _write_json(result.metrics_file, data)
+                write_json(result.metrics_file, data)
         if is_main:
             (run_dir / "error.json").unlink(missing_ok=True)
         trained += 1
@@ -736,7 +735,7 @@ def _seeds(opts: SweepOptions, recorded: Optional[list]) -> list:
 def _write_sweep_record(opts: SweepOptions, grid: Grid, sweep_dir: Path, seeds: list, world_size: int) -> None:
     path = sweep_dir / SWEEP_FILE
     previous = _read_json(path) or {}
-    _write_json(path, {
+    write_json(path, {
         "command": sweep_command(opts, grid, sweep_dir, seeds),
         "config": str(grid.config_path), "identity": _sweep_identity(opts, grid),
         # every seed asked for so far: the default of a later command that gives no --seeds
@@ -793,7 +792,7 @@ def collect(opts: SweepOptions, grid: Grid, sweep_dir: Path, seeds: Sequence[int
                 runs.append(RunRecord(point.id, seed, run_dir, "finished", _metrics_of(metrics_file), metrics_file,
                                       command))
             else:
-                error = _read_json(run_dir / "error.json") if (run_dir / "error.json").is_file() else None
+                error = _read_json(run_dir / "error.json")
                 status = f"failed: {error['error']}" if error else ("other settings" if state == "foreign"
                                                                     else "missing")
                 runs.append(RunRecord(point.id, seed, run_dir, status, train_command=command))
@@ -819,7 +818,7 @@ def build_report(opts: SweepOptions, grid: Grid, sweep_dir: Path, seeds: list, p
         raise ConfigError(f"no sweep in {sweep_dir}", "run the sweep first (without --report-only), or give its "
                                                       "folder with --work-dir")
     result.files["csv"] = write_csv(sweep_dir / "results.csv", grid, summaries)
-    result.files["json"] = _write_json(sweep_dir / "results.json", results_json(opts, grid, sweep_dir, seeds,
+    result.files["json"] = write_json(sweep_dir / "results.json", results_json(opts, grid, sweep_dir, seeds,
                                                                                  summaries, report_command))
     from fltool.analysis.sweep_plot import plot_sweep
 
