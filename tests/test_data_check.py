@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -277,8 +276,10 @@ def test_cli_errors_exit_1_with_one_line_on_stderr_after_the_issue_table(clean):
     rewrite(ann, data)
     result = invoke(ann)
     assert result.exit_code == 1
-    assert result.stderr == ("fltool: error: ann.json: 3 errors found (2 missing images, 1 zero-size box); "
-                             "fix the records listed, or skip them when training with --drop-bad-data\n")
+    assert result.stderr.startswith("fltool: error: ann.json: 3 errors found (2 missing images, 1 zero-size box); "
+                                    "fix the records listed, or train without them: fltool train CONFIG "
+                                    "--data-check drop")
+    assert result.stderr.count("\n") == 1
     assert "missing_image" in result.stdout and "img0.png" in result.stdout
 
 
@@ -311,20 +312,51 @@ def test_cli_checks_the_datasets_of_a_config_file(clean, tmp_path):
     assert "train: ann.json" in result.stdout
 
 
+def test_the_printed_hint_names_a_command_that_trains_on_the_faulty_dataset(tmp_path):
+    """The hint used to name a flag that does not exist (--drop-bad-data). Follow it as a user would."""
+    import re
+    import shutil
+    import shlex
+
+    from fltool.data.synth import SynthSpec, default_dataset
+
+    tiny = Path(__file__).resolve().parent / "configs" / "tiny_synth.py"
+    ds = default_dataset(SynthSpec(image_size=160, num_train=16, num_val=8, objects_per_image=(2, 5),
+                                   size_mix=(0.5, 0.5, 0.0), noise_std=0.0))
+    root = tmp_path / "data"
+    shutil.copytree(ds.root, root)
+    victim = json.loads((root / "train.json").read_text())["images"][0]["file_name"]
+    (root / "images" / victim).unlink()
+    cfg = tmp_path / "faulty.py"
+    cfg.write_text(f"_base_ = [{str(tiny)!r}]\ndata_root = {str(root) + '/'!r}\n"
+                   "train_dataloader = dict(dataset=dict(data_root=data_root))\n"
+                   "val_dataloader = dict(dataset=dict(data_root=data_root))\n"
+                   "test_dataloader = val_dataloader\n"
+                   "val_evaluator = dict(ann_file=data_root + 'val.json')\ntest_evaluator = val_evaluator\n")
+    checked = invoke(cfg, "--no-decode")
+    assert checked.exit_code == 1
+    hint = re.search(r"train without them: (fltool train \S+ --data-check drop)", checked.stderr)
+    assert hint, checked.stderr
+    words = shlex.split(hint.group(1))
+    from fltool.cli.main import app
+
+    trained = CliRunner().invoke(app, [*words[1:], "--max-iters", "1", "--work-dir", str(tmp_path / "wd")])
+    assert trained.exit_code == 0, trained.output
+    assert "dropped 1 images" in trained.stderr and "iter 1/1" in trained.stderr
+    assert (tmp_path / "wd" / "iter_1.pth").is_file()
+
+
 # ---------------------------------------------------------------------------------------------- BCCD
 
 @pytest.mark.skipif(not (BCCD / "annotations.json").is_file(), reason="the shared BCCD copy is not here")
 def test_bccd_annotations_have_the_published_figures_and_no_errors():
-    start = time.perf_counter()
-    report = check_coco(BCCD / "annotations.json")  # full decode of 364 JPEGs: well under a second here
-    elapsed = time.perf_counter() - start
+    report = check_coco(BCCD / "annotations.json")  # full decode of 364 JPEGs
     assert (report.num_images, report.num_annotations, report.num_categories) == (364, 4886, 3)
     assert report.class_counts == {"RBC": 4153, "WBC": 372, "Platelets": 361}
     assert report.size_histogram == {"small": 32, "medium": 1386, "large": 3468}
     assert report.ok and report.bad_image_ids == set()
     # SOURCE.txt: 7 same-class box pairs with IoU > 0.9 were kept.
     assert [(i.kind, i.count) for i in report.issues] == [("near_duplicate_boxes", 7)]
-    assert elapsed < 30
 
 
 @pytest.mark.skipif(not (BCCD / "annotations.json").is_file(), reason="the shared BCCD copy is not here")

@@ -220,12 +220,61 @@ def test_foreign_checkpoint_is_refused_with_the_mismatch_named(tiny_config, tmp_
     assert "does not fit this config" in result.stderr and "backbone.conv1.weight" in result.stderr
 
 
-def test_plain_pickle_file_is_not_a_checkpoint(tiny_config, tmp_path):
+@pytest.mark.parametrize("kind", ["plain pickle", "torch.save of a dict without weights", "text file"])
+def test_a_file_that_holds_no_checkpoint_is_named_as_such_without_the_trust_hint(tiny_config, tmp_path, kind):
+    """A pickle of {'a': 1} used to be told to 'rerun with --trust-checkpoint', which would not help."""
     junk = tmp_path / "junk.pth"
-    junk.write_bytes(pickle.dumps({"a": 1}))
+    if kind == "plain pickle":
+        junk.write_bytes(pickle.dumps({"a": 1}))
+        why = "plain Python pickle"
+    elif kind == "text file":
+        junk.write_text("not a checkpoint\n")
+        why = "not a PyTorch file"
+    else:
+        torch.save({"a": 1}, junk)
+        why = "holds no weights (top-level keys: a)"
     result = runner.invoke(app, ["eval", tiny_config, str(junk), "--work-dir", str(tmp_path / "wd")])
     assert result.exit_code == 1
-    assert "fltool: error: checkpoint" in result.stderr
+    line = _one_line_error(result.stderr)
+    assert f"{junk} is not a checkpoint of this model" in line and why in line, line
+    assert "--trust-checkpoint" not in line
+
+
+def _without(state: dict, prefix: str) -> dict:
+    return {k: v for k, v in state.items() if not k.startswith(prefix)}
+
+
+@pytest.mark.parametrize("command", ["eval", "bench", "analyze"])
+def test_a_checkpoint_missing_the_whole_head_is_refused_naming_the_module(tiny_run, tiny_config, tmp_path, command):
+    """Every bbox_head weight removed: the old check (up to half missing, strict=False) scored a random head."""
+    ckpt = torch.load(tiny_run.work_dir / "iter_4.pth", weights_only=True)
+    ckpt["state_dict"] = _without(ckpt["state_dict"], "bbox_head.")
+    headless = tmp_path / "headless.pth"
+    torch.save(ckpt, headless)
+    args = {"eval": ["eval", tiny_config, str(headless)],
+            "bench": ["bench", "speed-accuracy", tiny_config, "--checkpoint", str(headless), "--num-images", "2",
+                      "--scales", "160"],
+            "analyze": ["analyze", "loss-cdf", tiny_config, str(headless), "--num-images", "2"]}[command]
+    result = runner.invoke(app, [*args, "--work-dir", str(tmp_path / "wd")])
+    assert result.exit_code == 1, result.output
+    line = _one_line_error(result.stderr)
+    assert "does not fit this config" in line and "all of bbox_head" in line, line
+    assert "bbox_head.retina_cls.weight" in line or "bbox_head.cls_convs" in line
+
+
+def test_one_missing_or_one_extra_weight_is_enough_to_refuse_a_checkpoint(tiny_run, tiny_config, tmp_path):
+    ckpt = torch.load(tiny_run.work_dir / "iter_4.pth", weights_only=True)
+    state = ckpt["state_dict"]
+    missing = dict(ckpt, state_dict={k: v for k, v in state.items() if k != "bbox_head.retina_reg.bias"})
+    extra = dict(ckpt, state_dict=dict(state, **{"neck.extra_conv.weight": torch.zeros(1)}))
+    for name, data, words in (("missing", missing, "lacks 1 of"), ("extra", extra, "has 1 weights the model does not")):
+        path = tmp_path / f"{name}.pth"
+        torch.save(data, path)
+        result = runner.invoke(app, ["eval", tiny_config, str(path), "--work-dir", str(tmp_path / name)])
+        assert result.exit_code == 1, result.output
+        line = _one_line_error(result.stderr)
+        assert words in line, line
+        assert ("bbox_head.retina_reg.bias" if name == "missing" else "neck.extra_conv.weight") in line
 
 
 # -- config mistakes ---------------------------------------------------------------------------------------------

@@ -99,6 +99,38 @@ def test_resume_from_a_checkpoint_continues_at_its_iteration_and_matches_the_uni
         torch.testing.assert_close(resumed["state_dict"][key], value, rtol=1e-4, atol=1e-6)
 
 
+def test_resume_of_a_finished_run_keeps_its_metrics_and_says_so(tiny_run, tiny_config, tmp_path):
+    """A finished work dir resumed ran 0 iterations and overwrote metrics.json with empty bbox and iteration null."""
+    wd = tmp_path / "finished"
+    shutil.copytree(tiny_run.work_dir, wd, ignore=shutil.ignore_patterns("eval", "*_show*"))
+    # last_checkpoint holds an absolute path: point it at the copy
+    (wd / "last_checkpoint").write_text(str(wd / "iter_4.pth"))
+    before = json.loads((wd / "metrics.json").read_text())
+    before["checkpoint"] = str(wd / "iter_4.pth")
+    (wd / "metrics.json").write_text(json.dumps(before))
+    result = runner.invoke(app, ["train", tiny_config, "--work-dir", str(wd), "--resume"])
+    assert result.exit_code == 0, result.output
+    after = json.loads((wd / "metrics.json").read_text())
+    assert after == before
+    assert after["iteration"] == 4 and after["bbox"]["AP50"] == tiny_run.metrics["AP50"]
+    notes = [ln for ln in result.stderr.splitlines() if "nothing left to train" in ln]
+    assert len(notes) == 1 and "finished at iteration 4" in notes[0] and "kept unchanged" in notes[0]
+    assert f"{tiny_run.metrics['AP']:.3f}" in result.stdout  # the table shows the kept numbers, not n/a
+
+
+def test_resume_of_a_finished_run_without_metrics_evaluates_its_last_checkpoint(tiny_run, tiny_config, tmp_path):
+    """Stopped after the last checkpoint but before its evaluation: resuming evaluates instead of writing nothing."""
+    wd = tmp_path / "unevaluated"
+    wd.mkdir()
+    shutil.copy(tiny_run.work_dir / "iter_4.pth", wd / "iter_4.pth")
+    (wd / "last_checkpoint").write_text(str(wd / "iter_4.pth"))
+    result = train(TrainOptions(config=tiny_config, work_dir=wd, resume="auto"))
+    assert any("evaluated its last checkpoint" in n for n in result.notes), result.notes
+    written = json.loads((wd / "metrics.json").read_text())
+    assert written["iteration"] == 4
+    assert written["bbox"] == {k: v for k, v in tiny_run.metrics.items() if k != "per_class_AP"}
+
+
 def test_train_amp_without_a_gpu_is_a_clear_error(tiny_config, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     result = runner.invoke(app, ["train", tiny_config, "--amp", "--work-dir", str(tmp_path)])

@@ -436,9 +436,7 @@ def run_loss_cdf(opts: LossCdfOptions, progress: ProgressFn = _noop) -> LossCdfR
             raise ConfigError(f"the model is a {type(model).__name__}, not a single-stage detector",
                               "loss-cdf analyses single-stage detectors such as RetinaNet")
         check_anchor_head(model.bbox_head)
-        rn.weights_match(model, state, str(ckpt))
-        model.load_state_dict({k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()},
-                              strict=False)
+        rn.load_weights_strict(model, state, str(ckpt))
         del state
         with rn.translate_errors():
             loader = Runner.build_dataloader(loader_cfg, seed=0)

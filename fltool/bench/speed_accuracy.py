@@ -581,9 +581,7 @@ def _build_model(cfg: Any, spec: ModelSpec, state: Optional[dict], opts: BenchOp
     rn.quiet_console_logging(runner)
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
     if state is not None:
-        rn.weights_match(model, state, str(spec.checkpoint))
-        model.load_state_dict({k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()},
-                              strict=False)
+        rn.load_weights_strict(model, state, str(spec.checkpoint))
     else:
         model.init_weights()  # the config's init (e.g. the classifier prior), not torch's defaults
     if opts.fuse_conv_bn:

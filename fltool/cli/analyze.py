@@ -85,7 +85,7 @@ def loss_cdf(
         result = run_loss_cdf(opts, progress=display)
     files = save_loss_cdf(result, result.work_dir)
     for note in result.notes:
-        err_console.print(f"note: {note}", highlight=False)
+        err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
     rows = []
     for s in (result.positive, result.negative):
         for row in s.per_gamma():

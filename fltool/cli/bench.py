@@ -160,7 +160,7 @@ def speed_accuracy(
     with BenchDisplay(err_console, data_time) as display:
         result = run_speed_accuracy(opts, progress=display, on_point=display.point)
     for note in result.notes:
-        err_console.print(f"note: {note}", highlight=False)
+        err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
     env = result.environment
     caption = (f"AP in % on the first {result.points[0].num_images if result.points else 0} val images. ms: median "
                f"latency per image (p90: 90th percentile), batch 1, {env['device']} ({env['device_name']}), "

@@ -98,6 +98,15 @@ def _print_report(name: str, report: CheckReport, max_show: int) -> None:
         console.print(f"{name}: no issues")
 
 
+def drop_hint(target: str) -> str:
+    """What to do about errors: fix them, or the exact command that trains without the flagged records."""
+    if target.endswith(".json"):
+        how = "fltool train CONFIG --data-check drop (CONFIG: a config whose train/val sets read this file)"
+    else:
+        how = f"fltool train {target} --data-check drop"
+    return f"fix the records listed, or train without them: {how}"
+
+
 @command(app, "check")
 def check(
     target: Annotated[str, typer.Argument(help="A COCO annotation .json file, or a config (path or name) whose "
@@ -138,5 +147,4 @@ def check(
             _print_report(name, report, max_show)
     failed = [r for r in reports.values() if not r.ok]
     if failed:
-        raise DataError("; ".join(r.summary() for r in failed),
-                        "fix the records listed, or skip them when training with --drop-bad-data")
+        raise DataError("; ".join(r.summary() for r in failed), drop_hint(target))

@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
         with ProgressDisplay(err_console) as display:
             result = run_train(opts, progress=display)
         for note in result.notes:
-            err_console.print(f"note: {note}", highlight=False)
+            err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
         if result.metrics_file is None:  # a non-zero rank of a distributed run: rank 0 reports
             return
         caption = f"COCO bbox, val split; {result.iterations} iterations in {result.wall_s:.0f} s wall"

@@ -178,7 +178,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"{name + ':':9} {path}", highlight=False)
         console.print(f"regenerate this table: {result.report_command}", highlight=False, soft_wrap=True)
         for note in result.notes:
-            err_console.print(f"note: {note}", highlight=False)
+            err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
         if result.failed:
             more = f" (and {len(result.failed) - 1} more)" if len(result.failed) > 1 else ""
             raise TrainingError(f"{len(result.failed)} run(s) of the sweep failed: {result.failed[0]}{more}",

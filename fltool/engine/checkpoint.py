@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import pickletools
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,6 +71,38 @@ def _unsafe_globals(filename: str) -> str:
     return ", ".join(names[:3]) if names else "objects other than tensors"
 
 
+#: The first object a legacy (pre-zip) ``torch.save`` file pickles.
+_LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def _file_kind(path: Path) -> str:
+    """'zip' (torch.save since 1.6), 'legacy' (older torch.save), 'truncated zip', 'pickle' or 'other'.
+
+    Read from the file's first bytes and first pickle opcodes: nothing is unpickled.
+    """
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):
+        return "zip" if zipfile.is_zipfile(path) else "truncated zip"
+    if not head.startswith(b"\x80"):  # pickle protocol 2+ opens with PROTO
+        return "other"
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name in ("PROTO", "FRAME"):
+                    continue
+                return "legacy" if isinstance(arg, int) and arg == _LEGACY_TORCH_MAGIC else "pickle"
+    except Exception:  # noqa: BLE001 - a malformed opcode stream is simply not a torch file
+        return "other"
+    return "other"
+
+
+def _not_a_checkpoint(filename: str, why: str) -> CheckpointError:
+    return CheckpointError(f"{filename} is not a checkpoint of this model: {why}",
+                           "give the .pth file that fltool train (or MMDetection) wrote, e.g. the work dir's "
+                           "last_checkpoint")
+
+
 def load_local_checkpoint(filename: str, map_location: Union[str, Callable, None] = None) -> Any:
     """MMEngine ``CheckpointLoader`` scheme for local files: ``weights_only=True`` unless the file is trusted."""
     path = Path(filename)
@@ -77,6 +110,14 @@ def load_local_checkpoint(filename: str, map_location: Union[str, Callable, None
         raise CheckpointError(f"checkpoint not found: {filename}", "check the path (or the work dir's last_checkpoint)")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {filename} is empty (an interrupted write?)", "use an earlier checkpoint")
+    kind = _file_kind(path)
+    if kind == "pickle":
+        raise _not_a_checkpoint(filename, "it is a plain Python pickle, not a file written by torch.save")
+    if kind == "other":
+        raise _not_a_checkpoint(filename, "it is not a PyTorch file (neither a torch.save archive nor a pickle)")
+    if kind == "truncated zip":
+        raise CheckpointError(f"checkpoint {filename} is truncated or corrupt (an incomplete zip archive)",
+                              "use another checkpoint (an earlier iter_*.pth of the work dir)")
     if _key(path) in _trusted:
         return torch.load(filename, map_location=map_location, weights_only=False)
     try:
@@ -98,9 +139,9 @@ def checkpoint_state_dict(filename: Union[str, os.PathLike], trust: bool = False
     with trusted(filename if trust else None):
         ckpt = load_local_checkpoint(str(filename), map_location="cpu")
     if not isinstance(ckpt, dict):
-        raise CheckpointError(f"checkpoint {filename} holds a {type(ckpt).__name__}, not a dict of weights",
-                              "give a checkpoint saved by MMEngine/MMDetection or fltool")
+        raise _not_a_checkpoint(str(filename), f"it holds a {type(ckpt).__name__}, not a dict of weights")
     state = ckpt.get("state_dict", ckpt)
-    if not any(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"checkpoint {filename} contains no weights", "give a model checkpoint (.pth)")
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        keys = ", ".join(map(str, list(ckpt)[:5]))
+        raise _not_a_checkpoint(str(filename), f"it holds no weights (top-level keys: {keys or 'none'})")
     return state

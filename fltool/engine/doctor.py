@@ -116,10 +116,15 @@ def _opencv() -> Check:
 def _kernel() -> Check:
     from fltool_plugins.losses import kernel_info
 
+    from fltool_plugins.losses.functional import KERNEL_OPT_OUT
+
     info = kernel_info()
+    if KERNEL_OPT_OUT:  # the user chose the PyTorch fallback: not a fault
+        return Check("fltool kernel", "off", True, info["detail"])
+    # The kernel is part of the product on CPU: a missing one is a broken install, not a warning.
     return Check("fltool kernel", info["isa"] if info["available"] else "not built", info["available"],
-                 info["detail"], "reinstall the project: .venv/bin/python -m pip install --no-build-isolation -e .",
-                 required=False)
+                 info["detail"], "reinstall the project: .venv/bin/python -m pip install --no-build-isolation -e . "
+                 "(or set FLTOOL_NO_EXT=1 to run the losses in pure PyTorch)")
 
 
 def stack_report(extra: Optional[list[Callable[[], Check]]] = None) -> StackReport:
@@ -134,8 +139,7 @@ def stack_report(extra: Optional[list[Callable[[], Check]]] = None) -> StackRepo
         _check("pycocotools", _pycocotools, ".venv/bin/python -m pip install 'pycocotools>=2.0.9'"),
         _check("numpy", _numpy, reinstall),
         _check("opencv", _opencv, ".venv/bin/python -m pip install opencv-python-headless"),
-        _check("fltool kernel", _kernel, "reinstall the project: .venv/bin/python -m pip install --no-build-isolation -e .",
-               required=False),
+        _check("fltool kernel", _kernel, "reinstall the project: .venv/bin/python -m pip install --no-build-isolation -e ."),
     ]
     for fn in extra or []:
         checks.append(_check(fn.__name__, fn, reinstall))

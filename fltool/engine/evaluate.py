@@ -123,9 +123,7 @@ def evaluate(opts: EvalOptions, progress: ProgressFn = rn._noop) -> EvalResult:
         runner = rn.build_runner(cfg)
         rn.quiet_console_logging(runner)
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
-        rn.weights_match(model, state, str(ckpt))
-        model.load_state_dict({k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()},
-                              strict=False)
+        rn.load_weights_strict(model, state, str(ckpt))
         runner.register_hook(_make_progress_hook(progress, sink))
         progress(ProgressEvent("stage", "evaluating"))
         with rn.translate_errors():

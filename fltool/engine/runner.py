@@ -269,24 +269,57 @@ def translate_errors() -> Iterator[None]:
         raise
 
 
-def weights_match(model: Any, state: dict, source: str) -> None:
-    """Refuse a checkpoint whose weights do not fit the model (a checkpoint from elsewhere)."""
+def _by_module(keys: list) -> str:
+    """``bbox_head (38), neck (2)``: how many of ``keys`` fall under each top-level module, largest first."""
+    from collections import Counter
+
+    counts = Counter(k.split(".", 1)[0] for k in keys)
+    return ", ".join(f"{name} ({n})" for name, n in counts.most_common())
+
+
+def _examples(keys: list, limit: int = 3) -> str:
+    return ", ".join(keys[:limit]) + (", ..." if len(keys) > limit else "")
+
+
+def strip_module_prefix(state: dict) -> dict:
+    """DDP-wrapped checkpoints name every weight ``module.<name>``; the bare model does not."""
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def load_weights_strict(model: Any, state: dict, source: str) -> None:
+    """Load a checkpoint into ``model`` for inference: every weight must come from the file.
+
+    For eval, bench, analyze, predict and export a model whose weights partly come from its random initialisation
+    would be scored as if trained. So a weight the file lacks, a key the model does not have, or a shape that
+    differs is an error that names the first keys and the modules they belong to. (Fine-tuning with
+    ``--load-from``, where a changed classifier is expected, goes through MMEngine's non-strict load instead.)
+    """
     import torch
 
     own = model.state_dict()
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = strip_module_prefix(state)
     missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
     shape_bad = [k for k in own if k in state and isinstance(state[k], torch.Tensor)
                  and tuple(state[k].shape) != tuple(own[k].shape)]
+    hint = "use the config the checkpoint was trained with (a work dir's <config>.py); to start training from " \
+           "partial weights, use fltool train --load-from"
     if shape_bad:
         k = shape_bad[0]
         raise CheckpointError(f"checkpoint {source} does not fit this config: {len(shape_bad)} weights have other "
-                              f"shapes (e.g. {k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in "
-                              "the model)", "use the config the checkpoint was trained with")
-    if len(missing) > 0.5 * len(own):
-        raise CheckpointError(f"checkpoint {source} does not fit this config: {len(missing)} of {len(own)} model "
-                              f"weights are missing (e.g. {missing[0]})",
-                              "use the config the checkpoint was trained with")
+                              f"shapes, in {_by_module(shape_bad)} (e.g. {k}: {tuple(state[k].shape)} in the file, "
+                              f"{tuple(own[k].shape)} in the model)", hint)
+    if missing:
+        whole = sorted({k.split('.', 1)[0] for k in missing} - {k.split('.', 1)[0] for k in own if k in state})
+        what = f"all of {', '.join(whole)}; " if whole else ""
+        raise CheckpointError(f"checkpoint {source} does not fit this config: it lacks {len(missing)} of {len(own)} "
+                              f"model weights ({what}by module: {_by_module(missing)}; e.g. {_examples(missing)})",
+                              hint)
+    if unexpected:
+        raise CheckpointError(f"checkpoint {source} does not fit this config: it has {len(unexpected)} weights the "
+                              f"model does not (by module: {_by_module(unexpected)}; e.g. {_examples(unexpected)})",
+                              hint)
+    model.load_state_dict(state, strict=True)
 
 
 def stdout_log(cfg: Any) -> Optional[Path]:

@@ -247,6 +247,7 @@ def _make_progress_hook(progress: ProgressFn, sink: dict) -> Any:
                 scalar = hub.log_scalars.get(f"train/{key}")
                 if scalar is not None:
                     values[key] = float(scalar.current())
+            sink["trained"] = sink.get("trained", 0) + 1
             progress(ProgressEvent("train_iter", iteration=runner.iter + 1, max_iters=runner.max_iters,
                                    epoch=runner.epoch, values=values))
 
@@ -266,6 +267,24 @@ def _make_progress_hook(progress: ProgressFn, sink: dict) -> Any:
         after_test_epoch = after_val_epoch
 
     return ProgressHook()
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "n/a"
+
+
+def _finished_run_metrics(work_dir: Path, iteration: int) -> Optional[tuple[Path, dict]]:
+    """The work dir's metrics.json if it holds the evaluation of iteration ``iteration``, else None."""
+    import json
+
+    path = work_dir.resolve() / "metrics.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("iteration") != iteration or not data.get("bbox"):
+        return None
+    return path, data
 
 
 def train(opts: TrainOptions, progress: ProgressFn = rn._noop) -> TrainResult:
@@ -300,6 +319,26 @@ def train(opts: TrainOptions, progress: ProgressFn = rn._noop) -> TrainResult:
                               + (f" --work-dir {opts.work_dir}" if opts.work_dir else "")) from None
         finally:
             stop.restore()
+        if not sink.get("trained") and "raw" not in sink:
+            kept = _finished_run_metrics(Path(cfg.work_dir), runner.iter)
+            if kept is not None:
+                # Resumed at the end of a finished run: nothing ran, so its results stay as they are.
+                metrics_file, data = kept
+                metrics = dict(data["bbox"], **({"per_class_AP": data["per_class_AP"]}
+                                                if data.get("per_class_AP") else {}))
+                notes.append(f"nothing left to train: the run finished at iteration {runner.iter}; its results "
+                             f"are kept unchanged ({metrics_file}, AP {_fmt(metrics.get('AP'))})")
+                last = data.get("checkpoint") or runner.message_hub.get_info("last_ckpt")
+                from mmengine.dist import is_main_process
+
+                return TrainResult(Path(cfg.work_dir).resolve(), metrics, metrics_file if is_main_process() else None,
+                                   Path(last) if last else None, int(runner.iter), time.time() - start, notes)
+            if runner.val_loop is not None:
+                # No results to keep (e.g. stopped between the last checkpoint and its evaluation): evaluate now.
+                notes.append(f"nothing left to train: the run finished at iteration {runner.iter}; evaluated its "
+                             "last checkpoint")
+                with rn.translate_errors():
+                    runner.val_loop.run()
 
     metrics = coco_metrics(sink.get("raw", {}))
     last = runner.message_hub.get_info("last_ckpt")
