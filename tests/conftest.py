@@ -8,6 +8,8 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 TINY_CONFIG = str(TESTS / "configs" / "tiny_synth.py")
+#: A run that learns (two easy classes, 300 iterations, seconds): tests that compare AP use its checkpoint.
+LEARN_CONFIG = str(TESTS / "configs" / "tiny_learn.py")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,3 +36,17 @@ def tiny_run(tmp_path_factory):
 
     work_dir = tmp_path_factory.mktemp("tiny_run")
     return train(TrainOptions(config=TINY_CONFIG, work_dir=work_dir))
+
+
+@pytest.fixture(scope="session")
+def learn_config() -> str:
+    return LEARN_CONFIG
+
+
+@pytest.fixture(scope="session")
+def learned_run(tmp_path_factory):
+    """tiny_learn trained once (300 iterations, one checkpoint at the end), shared by the tests that read it."""
+    from fltool.engine.train import TrainOptions, train
+
+    work_dir = tmp_path_factory.mktemp("learned_run")
+    return train(TrainOptions(config=LEARN_CONFIG, work_dir=work_dir))

@@ -26,14 +26,20 @@ class PoisonWeightsHook(Hook):
 
 @HOOKS.register_module()
 class SelfSignalHook(Hook):
-    """After iteration ``at_iter`` (1-based), send ``signum`` to this process, as a user's Ctrl-C or kill would."""
+    """After iteration ``at_iter`` (1-based), send ``signum`` to this process, as a user's Ctrl-C or kill would.
+
+    ``ranks``: only these distributed ranks signal themselves (default: every process).
+    """
 
     priority = "VERY_HIGH"
 
-    def __init__(self, at_iter: int, signum: int = int(signal.SIGINT)):
+    def __init__(self, at_iter: int, signum: int = int(signal.SIGINT), ranks=None):
         self.at_iter = at_iter
         self.signum = signum
+        self.ranks = ranks
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        if runner.iter + 1 == self.at_iter:
+        from mmengine.dist import get_rank
+
+        if runner.iter + 1 == self.at_iter and (self.ranks is None or get_rank() in self.ranks):
             os.kill(os.getpid(), self.signum)

@@ -169,6 +169,79 @@ def test_records_missing_required_fields_are_named(clean):
                                 "1 annotation missing a field)")
 
 
+def test_an_image_file_listed_twice_is_a_warning_naming_it(clean):
+    ann, data = clean
+    data["images"][2]["file_name"] = data["images"][0]["file_name"]
+    rewrite(ann, data)
+    report = check_coco(ann)
+    issue = only_issue(report, "duplicate_file_name")
+    assert (issue.severity, issue.count, issue.examples) == ("warning", 1, ["img0.png (2 records)"])
+    assert report.ok  # two records of one file is legal COCO; it is only suspicious
+
+
+@pytest.mark.parametrize("field,value", [("id", "7"), ("width", 0), ("height", 12.5), ("file_name", 3)])
+def test_an_image_record_with_a_malformed_field_is_an_error_and_dropped_with_its_boxes(clean, tmp_path, field, value):
+    ann, data = clean
+    data["images"][1][field] = value
+    rewrite(ann, data)
+    report = check_coco(ann)
+    issue = only_issue(report, "image_malformed_field")
+    assert issue.severity == "error" and issue.count == 1 and repr(value) in issue.examples[0] or field == "file_name"
+    assert not report.ok
+    out = tmp_path / "clean.json"
+    n_img, _ = drop_bad_records(ann, report, out)
+    kept = json.loads(out.read_text())
+    assert n_img == 1 and [img["id"] for img in kept["images"]] == [1, 3]
+
+
+@pytest.mark.parametrize("field,value", [("bbox", [1, 2, 3]), ("bbox", [1, 2, "3", 4]), ("area", "big"),
+                                         ("category_id", 1.5)])
+def test_an_annotation_with_a_malformed_field_is_an_error_naming_it(clean, field, value):
+    ann, data = clean
+    data["annotations"][3][field] = value
+    rewrite(ann, data)
+    report = check_coco(ann)
+    issue = only_issue(report, "annotation_malformed_field")
+    assert issue.severity == "error" and issue.count == 1 and issue.examples[0].startswith("annotation 4: ")
+    assert report.bad_annotation_ids == {4}
+
+
+@pytest.mark.parametrize("record", [{"id": 3}, {"name": "x"}, {"id": "3", "name": "x"}, "cat"])
+def test_a_category_without_an_integer_id_and_a_name_is_a_bad_category(clean, record):
+    ann, data = clean
+    data["categories"].append(record)
+    rewrite(ann, data)
+    report = check_coco(ann)
+    issue = only_issue(report, "bad_category")
+    assert issue.severity == "error" and issue.examples[0].startswith("categories[2]: needs an integer 'id'")
+    assert report.num_categories == 2  # the two good ones still count
+
+
+def test_two_categories_with_one_name_are_a_warning(clean):
+    ann, data = clean
+    data["categories"][1]["name"] = "dot"
+    rewrite(ann, data)
+    report = check_coco(ann)
+    issue = only_issue(report, "duplicate_category_name")
+    assert (issue.severity, issue.examples) == ("warning", ["'dot' (2 categories)"])
+
+
+def test_an_exif_rotated_jpeg_is_a_warning_with_the_size_loaders_would_see(tmp_path):
+    data = coco_dict(n_images=2)
+    data["images"] = [dict(img, file_name=img["file_name"].replace(".png", ".jpg")) for img in data["images"]]
+    ann = write_dataset(tmp_path, data, image_format="JPEG")
+    path = tmp_path / "images" / data["images"][0]["file_name"]
+    with Image.open(path) as img:
+        exif = img.getexif()
+        exif[0x0112] = 6  # Orientation: rotate 90 CW on display
+        img.save(path, exif=exif.tobytes())
+    report = check_coco(ann)
+    issue = only_issue(report, "exif_rotation")
+    assert issue.severity == "warning" and issue.count == 1
+    assert issue.examples == [f"img0.jpg: orientation 6 (loaders that apply it see {H}x{W})"]
+    assert report.ok
+
+
 def test_image_without_boxes_is_only_a_warning(clean):
     ann, data = clean
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] != 3]
@@ -310,6 +383,20 @@ def test_cli_checks_the_datasets_of_a_config_file(clean, tmp_path):
     result = invoke(cfg, "--no-decode")
     assert result.exit_code == 0, result.output
     assert "train: ann.json" in result.stdout
+
+
+@pytest.mark.skipif(not (BCCD / "annotations.json").is_file(), reason="the shared BCCD copy is not here")
+def test_cli_checks_a_shipped_config_by_its_name_from_any_folder(monkeypatch, tmp_path):
+    """`fltool data check retinanet_r18-gn_bccd_320`: the name resolves from any folder, both splits reported."""
+    monkeypatch.chdir(tmp_path)
+    result = invoke("retinanet_r18-gn_bccd_320", "--no-decode")
+    assert result.exit_code == 0, result.output
+    assert "train: train.json" in result.stdout and "val: val.json" in result.stdout
+    as_json = invoke("retinanet_r18-gn_bccd_320", "--no-decode", "--json")
+    reports = json.loads(as_json.stdout)
+    assert sorted(reports) == ["train", "val"]
+    assert (reports["train"]["num_images"], reports["train"]["num_annotations"]) == (292, 3922)  # SOURCE.txt
+    assert (reports["val"]["num_images"], reports["val"]["num_annotations"]) == (72, 964)
 
 
 def test_the_printed_hint_names_a_command_that_trains_on_the_faulty_dataset(tmp_path):

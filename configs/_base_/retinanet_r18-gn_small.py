@@ -42,8 +42,12 @@ param_scheduler = [
 auto_scale_lr = dict(enable=False, base_batch_size=8)
 
 # Data: COCO-format folders (data_root with train.json, val.json, images/); configs set data_root and pipelines.
+# InfiniteSampler, as MMDetection's own iteration-based configs (retinanet_r50_fpn_90k_coco.py): with the epoch-based
+# DefaultSampler, MMEngine's IterBasedTrainLoop sleeps 2 s at every pass over the data (loops.py, "Prevent possible
+# deadlock during epoch transition") -- 12 s of a 600-iteration default run, and most of a tiny test run.
 train_dataloader = dict(
     batch_size=8, num_workers=0, persistent_workers=False,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(ann_file='train.json', data_prefix=dict(img='images/'),
                  filter_cfg=dict(filter_empty_gt=True, min_size=4)))
 val_dataloader = dict(

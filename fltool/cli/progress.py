@@ -93,7 +93,8 @@ class ProgressDisplay:
                     self.train_task = self.progress.add_task("train", total=event.max_iters,
                                                              completed=event.iteration - 1, info="")
                 self.progress.update(self.train_task, completed=event.iteration, info=info)
-            elif event.iteration % self.log_every == 0 or event.iteration in (1, event.max_iters):
+            elif (event.iteration % self.log_every == 0 or event.iteration == event.max_iters
+                  or self._train_start is None):  # the first iteration this process ran (1, or where it resumed)
                 now = time.time()
                 if self._train_start is None:
                     self._train_start = (now, event.iteration)

@@ -147,6 +147,8 @@ def register(app: typer.Typer) -> None:
                            launcher=launcher.value)
         with ProgressDisplay(err_console) as display:
             result = run_eval(opts, progress=display)
+        for note in result.notes:
+            err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
         caption = f"COCO bbox on {result.num_images} images of {Path(result.ann_file).name}; {result.wall_s:.0f} s"
         console.print(metrics_table(result.metrics, f"fltool eval: {Path(checkpoint).name}", caption))
         if result.metrics.get("per_class_AP"):

@@ -11,7 +11,7 @@ from fltool.engine import runner as rn
 from fltool.engine.checkpoint import checkpoint_state_dict
 from fltool.engine.config import load_config
 from fltool.engine.runner import ProgressEvent, ProgressFn
-from fltool.engine.train import coco_metrics
+from fltool.engine.train import coco_metrics, has_bbox_metrics, no_detection_metrics
 from fltool.errors import CheckpointError, ConfigError, DataError
 
 
@@ -130,5 +130,9 @@ def evaluate(opts: EvalOptions, progress: ProgressFn = rn._noop) -> EvalResult:
             raw = runner.test()
     raw = dict(raw or sink.get("raw", {}))
     ann, _ = rn.dataset_paths(cfg, "test")
-    return EvalResult(coco_metrics(raw), raw, len(runner.test_dataloader.dataset), str(ann), str(ckpt),
-                      time.time() - start, Path(opts.show_dir) if opts.show_dir else None)
+    metrics, notes = coco_metrics(raw), []
+    if not has_bbox_metrics(raw):
+        metrics = no_detection_metrics(ann)
+        notes.append("no detections (none scored above model.test_cfg.score_thr): AP is 0")
+    return EvalResult(metrics, raw, len(runner.test_dataloader.dataset), str(ann), str(ckpt),
+                      time.time() - start, Path(opts.show_dir) if opts.show_dir else None, notes)

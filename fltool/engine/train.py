@@ -68,6 +68,33 @@ def coco_metrics(raw: dict) -> dict:
     return out
 
 
+def has_bbox_metrics(raw: dict) -> bool:
+    return any(key.split("/", 1)[-1] == "bbox_mAP" for key in raw)
+
+
+def no_detection_metrics(ann_file: Any) -> dict:
+    """The COCO metrics of a model that detected nothing: 0 where the split has ground truth, None where it has none.
+
+    MMDetection's CocoMetric logs "The testing results of the whole dataset is empty" and returns no numbers at
+    all, which would read as n/a; pycocotools' own answer for no detections is AP 0 (and -1 for an empty size bin).
+    """
+    import json
+
+    from fltool.data.check import MEDIUM_MAX_AREA, SMALL_MAX_AREA
+
+    try:
+        data = json.loads(Path(ann_file).read_text())
+        areas = [float(a.get("area", 0.0)) for a in data.get("annotations", []) if not a.get("iscrowd", 0)]
+    except (OSError, ValueError, TypeError, AttributeError):
+        areas = []
+    bins = {"APs": any(a < SMALL_MAX_AREA for a in areas),
+            "APm": any(SMALL_MAX_AREA <= a < MEDIUM_MAX_AREA for a in areas),
+            "APl": any(a >= MEDIUM_MAX_AREA for a in areas)}
+    out = {key: (0.0 if areas else None) for key in ("AP", "AP50", "AP75")}
+    out.update({key: (0.0 if present else None) for key, present in bins.items()})
+    return out
+
+
 def _scale_schedule(cfg: Any, old_len: int, new_len: int) -> None:
     """Scale iteration/epoch milestones of the LR schedule when the training length is overridden."""
     if not old_len or old_len == new_len:
@@ -341,6 +368,11 @@ def train(opts: TrainOptions, progress: ProgressFn = rn._noop) -> TrainResult:
                     runner.val_loop.run()
 
     metrics = coco_metrics(sink.get("raw", {}))
+    if "raw" in sink and not has_bbox_metrics(sink["raw"]):
+        val_ann = rn.dataset_paths(cfg, "val")[0]
+        metrics = no_detection_metrics(val_ann)
+        notes.append(f"no detections on the val split at iteration {sink.get('iteration')} (none scored above "
+                     f"model.test_cfg.score_thr): AP is 0")
     last = runner.message_hub.get_info("last_ckpt")
     metrics_file = None
     from mmengine.dist import is_main_process
