@@ -151,7 +151,8 @@ def speed_accuracy(
     Writes results.csv, results.json and speed_accuracy.png (AP against ms per image, one curve per model, the
     Pareto front marked) to the work dir.
     """
-    from fltool.bench.speed_accuracy import BenchOptions, parse_scales, run_speed_accuracy
+    from fltool.bench.inputs import parse_scales
+    from fltool.bench.speed_accuracy import BenchOptions, run_speed_accuracy
 
     opts = BenchOptions(configs=configs, checkpoints=checkpoint or [], scales=parse_scales(scales),
                         num_images=num_images, device=device, work_dir=work_dir or DEFAULT_WORK_DIR,
