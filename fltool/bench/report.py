@@ -18,9 +18,9 @@ from fltool.fileio import atomic_path, save_figure, write_json
 if TYPE_CHECKING:
     from fltool.bench.speed_accuracy import BenchOptions
 
-RESULTS_SCHEMA = "fltool.bench.speed_accuracy/1"
+RESULTS_SCHEMA = "fltool.bench.speed_accuracy/2"  # /2: the backend column
 #: One row of results.csv (and one entry of results.json's "points"), in this order.
-CSV_COLUMNS = ("model", "config", "checkpoint", "scale", "input_hw", "num_images", *METRIC_KEYS,
+CSV_COLUMNS = ("model", "backend", "config", "checkpoint", "scale", "input_hw", "num_images", *METRIC_KEYS,
                "median_ms", "p90_ms", "mean_ms", "images_per_s", "cpu_ms", "cpu_util", "timed_iters", "warmup_iters", "load_ms",
                "transform_ms", "params", "flops", "device", "threads", "batch_size", "fuse_conv_bn", "pareto")
 
@@ -46,7 +46,13 @@ class BenchPoint:
     threads: int
     batch_size: int = 1
     fuse_conv_bn: bool = False
+    backend: str = "pytorch"  # or "onnxruntime" (the model exported by fltool export)
     pareto: bool = False
+
+    @property
+    def series(self) -> str:
+        """The model, and the backend when it is not eager PyTorch: one curve in the plot."""
+        return self.model if self.backend == "pytorch" else f"{self.model} ({self.backend})"
 
     @property
     def ap(self) -> Optional[float]:
@@ -54,7 +60,7 @@ class BenchPoint:
 
     def row(self) -> dict:
         """One results.csv / results.json row, keyed by CSV_COLUMNS."""
-        values = dict(model=self.model, config=self.config, checkpoint=self.checkpoint, scale=self.scale,
+        values = dict(model=self.model, backend=self.backend, config=self.config, checkpoint=self.checkpoint, scale=self.scale,
                       input_hw=self.input_hw, num_images=self.num_images,
                       **{k: self.metrics.get(k) for k in METRIC_KEYS},
                       median_ms=self.latency.median_ms, p90_ms=self.latency.p90_ms, mean_ms=self.latency.mean_ms,
@@ -92,6 +98,22 @@ def pareto_front(points: Sequence[Any], ms: Callable = lambda p: p.latency.media
     return front
 
 
+def backend_notes(points: Sequence[BenchPoint]) -> list:
+    """One line per (model, scale) measured with more than one backend: each one's speed-up over eager PyTorch
+    (median ms) and its AP next to PyTorch's."""
+    notes = []
+    base = {(p.model, p.scale): p for p in points if p.backend == "pytorch"}
+    for p in points:
+        ref = base.get((p.model, p.scale))
+        if p.backend == "pytorch" or ref is None:
+            continue
+        ap = "" if p.ap is None or ref.ap is None else f", AP {100 * p.ap:.1f} vs {100 * ref.ap:.1f}"
+        notes.append(f"{p.model} @ {p.scale}: {p.backend} {ref.latency.median_ms / p.latency.median_ms:.2f}x the "
+                     f"speed of pytorch ({p.latency.median_ms:.1f} vs {ref.latency.median_ms:.1f} ms median, "
+                     f"threads={p.threads}{ap})")
+    return notes
+
+
 def load_paper_reference() -> dict:
     """The paper's Table 1e (fltool/reference/paper_table1e.json): R-50 and R-101, AP (%) and ms at 400..800."""
     path = Path(__file__).resolve().parents[1] / "reference" / "paper_table1e.json"
@@ -124,6 +146,9 @@ def write_results_json(result: BenchResult, opts: BenchOptions) -> Path:
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "what": {"latency": "ms per image, batch size 1, image tensor to final detections (data_preprocessor + "
                             "predict: network, box decoding, NMS), after warm-up; median/p90/mean over timed_iters",
+                 "backend": "pytorch: the MMDetection model, eager; onnxruntime: the same weights exported by "
+                            "fltool export (one ONNX graph to the final detections) run by ONNX Runtime with "
+                            "`threads` intra-op threads, after the same data_preprocessor",
                  "images_per_s": "batch_size * 1000 / mean_ms",
                  "cpu_ms": "median CPU time of the process (all threads) per timed image",
                  "cpu_util": "CPU seconds per wall second while timed: about `threads` when the process had its "
@@ -138,7 +163,7 @@ def write_results_json(result: BenchResult, opts: BenchOptions) -> Path:
                  "scale": "short side set in the test pipeline's Resize (long side capped by the config's ratio)"},
         "environment": result.environment,
         "settings": {"num_images": opts.num_images, "warmup": opts.warmup, "min_iters": opts.min_iters,
-                     "fuse_conv_bn": opts.fuse_conv_bn, "scales": list(opts.scales) if opts.scales else None,
+                     "fuse_conv_bn": opts.fuse_conv_bn, "backends": list(opts.backends), "scales": list(opts.scales) if opts.scales else None,
                      "cfg_options": opts.cfg_options, "paper": opts.paper},
         "images_loaded": result.images_loaded,
         "wall_s": round(result.wall_s, 1),
@@ -161,14 +186,14 @@ def plot_speed_accuracy(points: Sequence[BenchPoint], path: Path, environment: O
     fig = Figure(figsize=(8.5, 6), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    models = list(dict.fromkeys(p.model for p in points))
+    models = list(dict.fromkeys(p.series for p in points))
     with_ap = [p for p in points if p.ap is not None]
-    without_ap = [m for m in models if not any(p.ap is not None for p in points if p.model == m)]
+    without_ap = [m for m in models if not any(p.ap is not None for p in points if p.series == m)]
     all_ms = [p.latency.median_ms for p in points]
 
     if with_ap or paper:
         for model in models:
-            pts = sorted((p for p in points if p.model == model and p.ap is not None), key=lambda p: p.scale)
+            pts = sorted((p for p in points if p.series == model and p.ap is not None), key=lambda p: p.scale)
             if not pts:
                 continue
             xs, ys = [p.latency.median_ms for p in pts], [100 * p.ap for p in pts]
@@ -198,7 +223,7 @@ def plot_speed_accuracy(points: Sequence[BenchPoint], path: Path, environment: O
             fig.text(0.01, 0.01, "AP n/a (no checkpoint), not plotted: " + ", ".join(without_ap), fontsize=8)
     else:
         for model in models:
-            pts = sorted((p for p in points if p.model == model), key=lambda p: p.scale)
+            pts = sorted((p for p in points if p.series == model), key=lambda p: p.scale)
             ax.plot([p.scale for p in pts], [p.latency.median_ms for p in pts], marker="o", label=model)
         ax.set_xlabel("test scale (short side, px)")
         ax.set_ylabel(f"ms per image (median; {where})")

@@ -30,9 +30,10 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from fltool.bench.accuracy import METRIC_KEYS, subset_evaluator_cfg, subset_metrics
 from fltool.bench.inputs import config_scales, load_images, pack_at_scale, parse_scales, split_pipeline
-from fltool.bench.report import (BenchPoint, BenchResult, load_paper_reference, pareto_front, plot_speed_accuracy,
+from fltool.bench.report import (BenchPoint, BenchResult, backend_notes, load_paper_reference, pareto_front, plot_speed_accuracy,
                                  write_csv, write_results_json)
 from fltool.bench.timing import LatencyStats, check_device, device_name, time_steps, timing_notes
+from fltool.deploy.backends import parse_backends
 from fltool.engine.runner import ProgressEvent, ProgressFn, _noop
 from fltool.errors import CheckpointError, ConfigError
 
@@ -54,6 +55,7 @@ class BenchOptions:
     threads: Optional[int] = None  # None: torch's current setting (recorded)
     paper: bool = False  # draw the paper's Table 1e points in the plot
     trust_checkpoint: bool = False
+    backends: Sequence[str] = ("pytorch",)  # each point is measured with each: pytorch, onnxruntime
 
 
 @dataclass(frozen=True)
@@ -200,41 +202,70 @@ def _bench_model(spec: ModelSpec, opts: BenchOptions, device: str, work_dir: Pat
             notes.append(f"{spec.label}: the test set has {n} images, fewer than --num-images {opts.num_images}")
         evaluator_cfg = subset_evaluator_cfg(cfg, images, work_dir) if state is not None else None
 
+        models = {"pytorch": model}
+        if "onnxruntime" in opts.backends:
+            models["onnxruntime"] = _onnxruntime_model(cfg, model, spec, images.metainfo, work_dir, progress)
         for scale in scales:
-            where = f"{spec.label} @ {scale}"
             batches, transform_ms = pack_at_scale(images, scale_part, scale)
             with torch.no_grad():
                 inputs = model.data_preprocessor(batches[0], False)["inputs"]  # (1, 3, H, W), padded
-                progress(ProgressEvent("stage", f"{where}: counting FLOPs"))
+                progress(ProgressEvent("stage", f"{spec.label} @ {scale}: counting FLOPs"))
                 flops, params = _complexity(model, inputs)
+            for backend in opts.backends:
+                where = f"{spec.label} @ {scale}" + ("" if backend == "pytorch" else f" ({backend})")
+                timing, threads = _time_model(models[backend], batches, opts, device, where, progress)
+                metrics: dict = dict.fromkeys(METRIC_KEYS)
+                if evaluator_cfg is not None:
+                    progress(ProgressEvent("stage", f"{where}: evaluating"))
+                    metrics = subset_metrics(runner, evaluator_cfg, images, batches, timing.outputs)
 
-                def step(i: int) -> list:
-                    data = model.data_preprocessor(batches[i], False)
-                    return [sample.pred_instances for sample in model(**data, mode="predict")]
-
-                def report(done: int, total: int) -> None:
-                    progress(ProgressEvent("stage", f"{where}: timing", done, total))
-
-                threads = torch.get_num_threads()
-                timing = time_steps(step, n, warmup=opts.warmup, min_iters=opts.min_iters, device=device,
-                                    on_iter=report)
-            metrics: dict = dict.fromkeys(METRIC_KEYS)
-            if evaluator_cfg is not None:
-                progress(ProgressEvent("stage", f"{where}: evaluating"))
-                metrics = subset_metrics(runner, evaluator_cfg, images, batches, timing.outputs)
-
-            point = BenchPoint(model=spec.label, config=spec.config,
-                               checkpoint=str(spec.checkpoint) if spec.checkpoint else None, scale=scale,
-                               input_hw=f"{inputs.shape[-2]}x{inputs.shape[-1]}", num_images=n, metrics=metrics,
-                               latency=LatencyStats.from_samples(timing.samples_ms), warmup_iters=timing.warmup,
-                               cpu_ms=statistics.median(timing.cpu_ms), cpu_util=timing.cpu_util,
-                               load_ms=statistics.median(images.load_ms), transform_ms=statistics.median(transform_ms),
-                               params=params, flops=flops, device=device, threads=threads,
-                               fuse_conv_bn=opts.fuse_conv_bn)
-            points.append(point)
-            if on_point is not None:
-                on_point(point)
+                point = BenchPoint(model=spec.label, config=spec.config,
+                                   checkpoint=str(spec.checkpoint) if spec.checkpoint else None, scale=scale,
+                                   input_hw=f"{inputs.shape[-2]}x{inputs.shape[-1]}", num_images=n, metrics=metrics,
+                                   latency=LatencyStats.from_samples(timing.samples_ms), warmup_iters=timing.warmup,
+                                   cpu_ms=statistics.median(timing.cpu_ms), cpu_util=timing.cpu_util,
+                                   load_ms=statistics.median(images.load_ms),
+                                   transform_ms=statistics.median(transform_ms), params=params, flops=flops,
+                                   device=device, threads=threads, fuse_conv_bn=opts.fuse_conv_bn, backend=backend)
+                points.append(point)
+                if on_point is not None:
+                    on_point(point)
     return points
+
+
+def _time_model(model: Any, batches: list, opts: BenchOptions, device: str, where: str,
+                progress: ProgressFn) -> tuple:
+    """Time ``data_preprocessor`` + ``predict`` per image (any backend's model); (Timing, threads used)."""
+    import torch
+
+    def step(i: int) -> list:
+        data = model.data_preprocessor(batches[i], False)
+        return [sample.pred_instances for sample in model(**data, mode="predict")]
+
+    def report(done: int, total: int) -> None:
+        progress(ProgressEvent("stage", f"{where}: timing", done, total))
+
+    with torch.no_grad():
+        timing = time_steps(step, len(batches), warmup=opts.warmup, min_iters=opts.min_iters, device=device,
+                            on_iter=report)
+    backend = getattr(model, "backend", None)  # ONNX Runtime's intra-op threads, else torch's
+    return timing, int(backend.threads if backend is not None else torch.get_num_threads())
+
+
+def _onnxruntime_model(cfg: Any, model: Any, spec: ModelSpec, metainfo: dict, work_dir: Path,
+                       progress: ProgressFn) -> Any:
+    """The model exported (any input size) into ``work_dir/onnx`` and run by ONNX Runtime with torch's threads."""
+    from fltool.deploy.onnx_export import export_model
+    from fltool.deploy.parity import onnx_detector
+
+    out = work_dir / "onnx" / f"{spec.label.replace(':', '_').replace('#', '_')}.onnx"
+    progress(ProgressEvent("stage", f"{spec.label}: exporting to ONNX ({out.name})"))
+    num_classes = int(model.bbox_head.num_classes) if hasattr(model, "bbox_head") else 0
+    classes = list(metainfo.get("classes") or [])
+    if len(classes) != num_classes:
+        classes = [str(i) for i in range(num_classes)]
+    export_model(model, cfg, out, classes=classes, source={"config": spec.config, "checkpoint": str(spec.checkpoint)})
+    return onnx_detector(out, cfg.model.get("data_preprocessor"))
 
 
 def run_speed_accuracy(opts: BenchOptions, progress: ProgressFn = _noop,
@@ -251,10 +282,14 @@ def run_speed_accuracy(opts: BenchOptions, progress: ProgressFn = _noop,
     if opts.threads is not None and opts.threads < 1:
         raise ConfigError(f"--threads {opts.threads} is not a thread count", "give 1 or more")
     device = check_device(opts.device)
+    backends = parse_backends(opts.backends)
+    if "onnxruntime" in backends and device != "cpu":
+        raise ConfigError(f"--backend onnxruntime runs on the CPU here, not on {device}", "use --device cpu")
     specs = pair_models(opts.configs, opts.checkpoints)
     scales = parse_scales(opts.scales) if opts.scales else None
     run_opts = copy.copy(opts)
     run_opts.scales = scales
+    run_opts.backends = backends
     work_dir = Path(opts.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
 
@@ -273,7 +308,7 @@ def run_speed_accuracy(opts: BenchOptions, progress: ProgressFn = _noop,
         torch.set_num_threads(old_threads)
     for i in pareto_front(points):
         points[i].pareto = True
-    notes += timing_notes(points)
+    notes += backend_notes(points) + timing_notes(points)
 
     import mmdet
     import mmengine

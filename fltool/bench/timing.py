@@ -151,13 +151,13 @@ def timing_notes(points: Sequence[BenchPoint]) -> list:
     if shared:
         worst = min(shared, key=lambda p: p.cpu_util / p.threads)
         notes.append(f"{len(shared)} of {len(points)} point(s) were timed while other jobs shared the CPU (e.g. "
-                     f"{worst.model} @ {worst.scale}: {worst.cpu_util:.2f} CPU-seconds per second with threads="
+                     f"{worst.series} @ {worst.scale}: {worst.cpu_util:.2f} CPU-seconds per second with threads="
                      f"{worst.threads}, {worst.latency.median_ms:.1f} ms wall, {worst.cpu_ms:.1f} ms CPU per image): "
                      "their ms is inflated" + ("; with one thread 'cpu ms' shows the work itself" if worst.threads == 1
                                                else "; --threads 1 is steadier on a shared CPU"))
     unsteady = [p for p in points if p.latency.p90_ms > UNSTEADY_RATIO * p.latency.median_ms]
     if unsteady:
-        where = ", ".join(f"{p.model} @ {p.scale}" for p in unsteady)
+        where = ", ".join(f"{p.series} @ {p.scale}" for p in unsteady)
         many = any(p.threads > 1 for p in unsteady)
         notes.append(f"unsteady timings (p90 above {UNSTEADY_RATIO} x the median) at {where}: something else used "
                      "the device" + ("; fewer --threads are steadier on a shared CPU" if many else ""))
