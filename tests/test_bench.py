@@ -304,3 +304,25 @@ def test_shared_cpu_and_unsteady_timings_are_noted_once_each():
     assert "at m @ 320" in notes[1] and "fewer --threads" in notes[1]
     two_threads_on_one_core = _point(256, 60.0, 62.0, 60.0, 1.0, threads=2)
     assert "--threads 1 is steadier" in timing.timing_notes([two_threads_on_one_core])[0]
+
+
+def test_both_backends_are_measured_on_the_same_images_with_the_same_accuracy(tiny_run, tiny_config, tmp_path):
+    opts = sa.BenchOptions(configs=[tiny_config], checkpoints=[tiny_run.work_dir / "iter_4.pth"], scales=[160],
+                           num_images=2, warmup=1, min_iters=2, work_dir=tmp_path, threads=1,
+                           backends=["pytorch", "onnxruntime"])
+    result = sa.run_speed_accuracy(opts)
+    torch_point, ort_point = result.points
+    assert (torch_point.backend, ort_point.backend) == ("pytorch", "onnxruntime")
+    assert ort_point.series == "tiny_synth (onnxruntime)" and torch_point.series == "tiny_synth"
+    assert ort_point.metrics == torch_point.metrics and ort_point.num_images == torch_point.num_images == 2
+    assert ort_point.threads == torch_point.threads == 1 and ort_point.latency.median_ms > 0
+    assert (tmp_path / "onnx" / "tiny_synth.onnx").is_file()
+    assert any("onnxruntime" in n and "the speed of pytorch" in n for n in result.notes)
+    with open(result.csv_file, newline="") as f:
+        assert [r["backend"] for r in csv.DictReader(f)] == ["pytorch", "onnxruntime"]
+
+
+def test_onnxruntime_on_a_gpu_device_is_refused(tiny_config, tmp_path):
+    with pytest.raises(ConfigError, match="runs on the CPU"):
+        sa.run_speed_accuracy(sa.BenchOptions(configs=[tiny_config], device="cuda", work_dir=tmp_path,
+                                              backends=["onnxruntime"]))

@@ -281,10 +281,10 @@ def run_speed_accuracy(opts: BenchOptions, progress: ProgressFn = _noop,
         raise ConfigError("--num-images and --min-iters must be at least 1 and --warmup at least 0")
     if opts.threads is not None and opts.threads < 1:
         raise ConfigError(f"--threads {opts.threads} is not a thread count", "give 1 or more")
-    device = check_device(opts.device)
     backends = parse_backends(opts.backends)
-    if "onnxruntime" in backends and device != "cpu":
-        raise ConfigError(f"--backend onnxruntime runs on the CPU here, not on {device}", "use --device cpu")
+    if "onnxruntime" in backends and opts.device != "cpu":
+        raise ConfigError(f"--backend onnxruntime runs on the CPU here, not on {opts.device}", "use --device cpu")
+    device = check_device(opts.device)
     specs = pair_models(opts.configs, opts.checkpoints)
     scales = parse_scales(opts.scales) if opts.scales else None
     run_opts = copy.copy(opts)

@@ -9,7 +9,7 @@ from typing_extensions import Annotated
 
 from fltool.cli.common import CfgOptionsOpt, command, console, err_console, table
 from fltool.cli.progress import ProgressDisplay
-from fltool.errors import FltoolError
+from fltool.errors import ConfigError, FltoolError
 
 
 def export_table(result: Any) -> Any:
@@ -80,7 +80,8 @@ def register(app: typer.Typer) -> None:
         The file is checked with onnx.checker, then against the PyTorch model with ONNX Runtime on the test set.
         """
         if img_size is not None and dynamic:
-            raise typer.BadParameter("give --img-size H W or --dynamic, not both", param_hint="--img-size")
+            raise ConfigError("--img-size and --dynamic both given", "give --img-size H W (fixed) or --dynamic "
+                                                                   "(any size), not both")
         from fltool.deploy.onnx_export import ExportOptions, export_onnx
 
         opts = ExportOptions(target=target, out=out, img_size=img_size, opset=opset, config=config,
