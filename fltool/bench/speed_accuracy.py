@@ -205,6 +205,10 @@ def _bench_model(spec: ModelSpec, opts: BenchOptions, device: str, work_dir: Pat
         models = {"pytorch": model}
         if "onnxruntime" in opts.backends:
             models["onnxruntime"] = _onnxruntime_model(cfg, model, spec, images.metainfo, work_dir, progress)
+        if device == "cpu" and any(h.get("type") == "ChannelsLastHook" for h in cfg.get("custom_hooks") or []):
+            model.to(memory_format=torch.channels_last)  # as the config's hook runs it in train and eval
+            notes.append(f"{spec.label}: pytorch runs with channels-last (NHWC) conv weights, as the config's "
+                         "ChannelsLastHook makes fltool train/eval run it")
         for scale in scales:
             batches, transform_ms = pack_at_scale(images, scale_part, scale)
             with torch.no_grad():
