@@ -2,9 +2,11 @@
 
 Importing this package registers everything into MMDetection's registries (configs do it with ``custom_imports``):
 the losses ``SigmoidFocalLoss`` / ``SigmoidFocalLossStar``, the head ``FocalRetinaHead``, the hooks
-``AtomicCheckpointHook`` / ``NonFiniteLossHook`` / ``StopRequestHook`` and the transform ``LoadImageChecked``.
+``AtomicCheckpointHook`` / ``NonFiniteLossHook`` / ``StopRequestHook``, the transform ``LoadImageChecked`` and the
+model ``OnnxRuntimeDetector`` (an exported ONNX file run by ONNX Runtime).
 """
 from . import datasets as _datasets  # noqa: F401  (registration only)
 from . import heads as _heads  # noqa: F401
 from . import hooks as _hooks  # noqa: F401
 from . import losses as _losses  # noqa: F401
+from . import models as _models  # noqa: F401

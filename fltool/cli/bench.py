@@ -31,8 +31,8 @@ def points_tables(points: List[Any], data_time: bool = False) -> List[Any]:
     a last table of the data time per image."""
     columns = ["scale", "AP", "AP50", "AP75", "APs", "APm", "APl", "ms", "p90", "cpu ms", "img/s", "GFLOPs"]
     tables = []
-    for model in dict.fromkeys(p.model for p in points):
-        mine = [p for p in points if p.model == model]
+    for series in dict.fromkeys(p.series for p in points):  # a model, or a model on another backend
+        mine = [p for p in points if p.series == series]
         rows = []
         for p in mine:
             ap = [None if p.metrics.get(k) is None else f"{100 * p.metrics[k]:.1f}" for k in METRICS]
@@ -40,9 +40,9 @@ def points_tables(points: List[Any], data_time: bool = False) -> List[Any]:
                          _ms(p.latency.p90_ms), _ms(p.cpu_ms), f"{p.latency.images_per_s:.1f}",
                          f"{p.flops / 1e9:.2f}"])
         weights = Path(mine[0].checkpoint).name if mine[0].checkpoint else "no checkpoint"
-        tables.append(table(f"{model} ({weights}, {mine[0].params / 1e6:.2f} M params)", columns, rows))
+        tables.append(table(f"{series} ({weights}, {mine[0].params / 1e6:.2f} M params)", columns, rows))
     if data_time and points:
-        rows = [[p.model, p.scale, _ms(p.load_ms), _ms(p.transform_ms)] for p in points]
+        rows = [[p.series, p.scale, _ms(p.load_ms), _ms(p.transform_ms)] for p in points]
         tables.append(table("data time per image (not in the latency)", ["model", "scale", "load ms",
                                                                           "transform ms"], rows))
     for t in tables:
@@ -109,7 +109,7 @@ class BenchDisplay:
             self.live.update(self._render())
         else:
             ap = "n/a" if point.ap is None else f"{100 * point.ap:.1f}"
-            self._log(f"{point.model} @ {point.scale}: AP {ap}  median {point.latency.median_ms:.1f} ms  "
+            self._log(f"{point.series} @ {point.scale}: AP {ap}  median {point.latency.median_ms:.1f} ms  "
                       f"p90 {point.latency.p90_ms:.1f} ms  {point.flops / 1e9:.2f} GFLOPs")
 
 
@@ -144,6 +144,9 @@ def speed_accuracy(
                                         "GPU, COCO test-dev) in the plot for comparison.")] = False,
     trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Allow full unpickling of the "
                                                    "checkpoints (only for files you trust).")] = False,
+    backend: Annotated[str, typer.Option("--backend", help="Runtimes to measure, comma-separated: pytorch (eager) "
+                                         "and/or onnxruntime (the model exported by fltool export, same threads); "
+                                         "one row per backend and scale.")] = "pytorch",
 ) -> None:
     """Speed against accuracy across test scales: COCO AP, latency per image, FLOPs and parameters per point.
 
@@ -151,12 +154,15 @@ def speed_accuracy(
     Writes results.csv, results.json and speed_accuracy.png (AP against ms per image, one curve per model, the
     Pareto front marked) to the work dir.
     """
-    from fltool.bench.speed_accuracy import BenchOptions, parse_scales, run_speed_accuracy
+    from fltool.bench.inputs import parse_scales
+    from fltool.deploy.backends import parse_backends
+    from fltool.bench.speed_accuracy import BenchOptions, run_speed_accuracy
 
     opts = BenchOptions(configs=configs, checkpoints=checkpoint or [], scales=parse_scales(scales),
                         num_images=num_images, device=device, work_dir=work_dir or DEFAULT_WORK_DIR,
                         cfg_options=cfg_options, fuse_conv_bn=fuse_conv_bn, warmup=warmup, min_iters=min_iters,
-                        threads=threads, paper=paper, trust_checkpoint=trust_checkpoint)
+                        threads=threads, paper=paper, trust_checkpoint=trust_checkpoint,
+                        backends=parse_backends(backend))
     with BenchDisplay(err_console, data_time) as display:
         result = run_speed_accuracy(opts, progress=display, on_point=display.point)
     for note in result.notes:
@@ -164,7 +170,7 @@ def speed_accuracy(
     env = result.environment
     caption = (f"AP in % on the first {result.points[0].num_images if result.points else 0} val images. ms: median "
                f"latency per image (p90: 90th percentile), batch 1, {env['device']} ({env['device_name']}), "
-               f"threads={env['threads']}; cpu ms: the process's CPU time per image. * = on the Pareto front. "
+               f"threads={env['threads']}{' (torch and ONNX Runtime intra-op)' if len(opts.backends) > 1 else ''}; cpu ms: the process's CPU time per image. * = on the Pareto front. "
                f"{result.wall_s:.0f} s")
     for t in points_tables(result.points, data_time):
         console.print(t)

@@ -20,6 +20,11 @@ class Launcher(str, Enum):
     slurm = "slurm"
 
 
+class Backend(str, Enum):
+    pytorch = "pytorch"
+    onnxruntime = "onnxruntime"
+
+
 class DataCheck(str, Enum):
     check = "check"
     skip = "skip"
@@ -136,6 +141,9 @@ def register(app: typer.Typer) -> None:
                                                           help="Evaluate the first N images only.")] = None,
         trust_checkpoint: TrustOpt = False,
         launcher: LauncherOpt = Launcher.none,
+        backend: Annotated[Backend, typer.Option("--backend", help="pytorch, or onnxruntime: CHECKPOINT is then the "
+                                                 ".onnx file of fltool export (a .pth is exported first).")
+                           ] = Backend.pytorch,
         local_rank: LocalRankOpt = None,
     ) -> None:
         """Evaluate a checkpoint: COCO bbox AP, AP50, AP75, APs, APm, APl (and per class)."""
@@ -144,12 +152,13 @@ def register(app: typer.Typer) -> None:
         opts = EvalOptions(config=config, checkpoint=checkpoint, work_dir=work_dir, cfg_options=cfg_options,
                            ann_file=ann_file, img_dir=img_dir, per_class=per_class, show_dir=show_dir,
                            score_thr=score_thr, num_images=num_images, trust_checkpoint=trust_checkpoint,
-                           launcher=launcher.value)
+                           launcher=launcher.value, backend=backend.value)
         with ProgressDisplay(err_console) as display:
             result = run_eval(opts, progress=display)
         for note in result.notes:
             err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
-        caption = f"COCO bbox on {result.num_images} images of {Path(result.ann_file).name}; {result.wall_s:.0f} s"
+        caption = f"COCO bbox on {result.num_images} images of {Path(result.ann_file).name}; {backend.value}; " \
+                  f"{result.wall_s:.0f} s"
         console.print(metrics_table(result.metrics, f"fltool eval: {Path(checkpoint).name}", caption))
         if result.metrics.get("per_class_AP"):
             console.print(per_class_table(result.metrics["per_class_AP"], caption))

@@ -29,6 +29,7 @@ class EvalOptions:
     num_images: Optional[int] = None
     trust_checkpoint: bool = False
     launcher: str = "none"
+    backend: str = "pytorch"  # or "onnxruntime": an .onnx file, or a .pth exported first (fltool.deploy.backends)
 
 
 @dataclass
@@ -112,9 +113,19 @@ def evaluate(opts: EvalOptions, progress: ProgressFn = rn._noop) -> EvalResult:
         raise CheckpointError(f"checkpoint not found: {ckpt}", "give the .pth file written by `fltool train`")
     progress(ProgressEvent("stage", "loading config"))
     cfg = prepare_eval_config(opts, progress)
-    progress(ProgressEvent("stage", f"loading checkpoint {ckpt.name}"))
-    compat.apply()
-    state = checkpoint_state_dict(ckpt, trust=opts.trust_checkpoint)
+    from fltool.deploy.backends import check_backend, check_checkpoint_for, onnxruntime_model
+
+    check_checkpoint_for(check_backend(opts.backend), ckpt)
+    notes: list = []
+    state = None
+    if opts.backend == "onnxruntime":
+        cfg.model = onnxruntime_model(cfg, ckpt, config=opts.config, cfg_options=opts.cfg_options,
+                                      work_dir=Path(cfg.work_dir), trust=opts.trust_checkpoint, progress=progress,
+                                      notes=notes)
+    else:
+        progress(ProgressEvent("stage", f"loading checkpoint {ckpt.name}"))
+        compat.apply()
+        state = checkpoint_state_dict(ckpt, trust=opts.trust_checkpoint)
 
     from fltool.engine.train import _make_progress_hook
 
@@ -123,14 +134,15 @@ def evaluate(opts: EvalOptions, progress: ProgressFn = rn._noop) -> EvalResult:
         runner = rn.build_runner(cfg)
         rn.quiet_console_logging(runner)
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
-        rn.load_weights_strict(model, state, str(ckpt))
+        if state is not None:
+            rn.load_weights_strict(model, state, str(ckpt))
         runner.register_hook(_make_progress_hook(progress, sink))
         progress(ProgressEvent("stage", "evaluating"))
         with rn.translate_errors():
             raw = runner.test()
     raw = dict(raw or sink.get("raw", {}))
     ann, _ = rn.dataset_paths(cfg, "test")
-    metrics, notes = coco_metrics(raw), []
+    metrics = coco_metrics(raw)
     if not has_bbox_metrics(raw):
         metrics = no_detection_metrics(ann)
         notes.append("no detections (none scored above model.test_cfg.score_thr): AP is 0")

@@ -25,7 +25,8 @@ class ChannelsLastHook(Hook):
 
     def _convert(self, runner: Any) -> None:
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
-        if get_world_size() > 1 or next(model.parameters()).is_cuda:
+        first = next(model.parameters(), None)  # an exported model run by another runtime has none
+        if get_world_size() > 1 or first is None or first.is_cuda:
             return
         model.to(memory_format=torch.channels_last)
 

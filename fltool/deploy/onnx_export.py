@@ -1,0 +1,252 @@
+"""``fltool export --format onnx``: a trained RetinaNet as one ONNX graph, with its metadata, checked.
+
+:func:`export_model` writes a built detector (weights loaded) to an ONNX file: the graph of
+:mod:`fltool.deploy.graph` traced by ``torch.onnx.export`` (the TorchScript-based exporter: it carries the ONNX
+``NonMaxSuppression`` node with its data-dependent output through ``autograd.Function.symbolic``), the metadata of
+``fltool_plugins.models.deploy_meta`` added, then ``onnx.checker`` (full check, with shape inference).
+:func:`export_onnx` is the command: it finds the run's config and checkpoint, loads every weight strictly, exports,
+and (unless told not to) checks the file against the PyTorch model on the val split (:mod:`fltool.deploy.parity`).
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from fltool.engine.runner import ProgressEvent, ProgressFn, _noop
+from fltool.errors import ConfigError, StackError
+from fltool.fileio import write_json
+
+#: NonMaxSuppression and TopK with a computed k need opset 11; the TorchScript exporter stops at 20.
+MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 11, 20, 17
+FORMATS = ("onnx",)
+_RESIZE_TYPES = ("Resize", "mmdet.Resize")
+
+
+@dataclass
+class ExportOptions:
+    target: Path  # a checkpoint (.pth) or the work dir fltool train wrote
+    out: Optional[Path] = None  # default: next to the checkpoint, <checkpoint stem>.onnx
+    img_size: Optional[Sequence[int]] = None  # fixed (H, W); None: any size (dynamic H and W)
+    opset: int = DEFAULT_OPSET
+    config: Optional[str] = None  # default: the config of the run (its work dir's dump, or the checkpoint's meta)
+    cfg_options: Union[Sequence[str], dict, None] = None
+    check: bool = True  # compare with PyTorch on the val split
+    check_images: Optional[int] = None  # the first N val images; None: all
+    format: str = "onnx"
+    trust_checkpoint: bool = False
+
+
+@dataclass
+class ExportResult:
+    onnx_file: Path
+    config: Path
+    checkpoint: Path
+    meta: Any  # DeployMeta
+    size_bytes: int
+    export_s: float
+    check: Any = None  # ParityReport, or None with --no-check
+    notes: list = field(default_factory=list)
+
+    @property
+    def report_file(self) -> Path:
+        """The JSON beside the ONNX file: metadata and check results."""
+        return self.onnx_file.with_suffix(".json")
+
+
+def _test_resize(cfg: Any) -> dict:
+    """The test pipeline's Resize (scale as [w, h], keep_ratio)."""
+    pipeline = (cfg.get("test_dataloader") or {}).get("dataset", {}).get("pipeline") or cfg.get("test_pipeline") or []
+    for step in pipeline:
+        if step.get("type") in _RESIZE_TYPES:
+            scale = step.get("scale")
+            scale = [int(scale), int(scale)] if isinstance(scale, (int, float)) else [int(v) for v in scale]
+            return {"scale": scale, "keep_ratio": bool(step.get("keep_ratio", False))}
+    raise ConfigError("the config's test pipeline has no Resize", "export a config whose test pipeline resizes "
+                                                                   "its images (Load -> Resize -> ... -> Pack)")
+
+
+def deploy_meta(cfg: Any, model: Any, post: Any, classes: Sequence[str], img_size: Optional[Sequence[int]],
+                source: dict) -> Any:
+    """The metadata a consumer needs: classes, input, preprocessing (from the config), post-processing."""
+    from fltool_plugins.models import DeployMeta
+
+    prep = model.data_preprocessor
+    mean = [float(v) for v in prep.mean.flatten()] if getattr(prep, "_enable_normalize", False) else [0.0] * 3
+    std = [float(v) for v in prep.std.flatten()] if getattr(prep, "_enable_normalize", False) else [1.0] * 3
+    resize = _test_resize(cfg)
+    fixed = [int(img_size[0]), int(img_size[1])] if img_size else None
+    if fixed:
+        resize = {"scale": [fixed[1], fixed[0]], "keep_ratio": resize["keep_ratio"]}
+    pad = int(getattr(prep, "pad_size_divisor", 1))
+    preprocess = {
+        "pixel_range": "0-255, as decoded",
+        "resize": resize,
+        "bgr_to_rgb": bool(getattr(prep, "_channel_conversion", False)),
+        "input_channels": "RGB" if getattr(prep, "_channel_conversion", False) else "BGR (as OpenCV decodes)",
+        "mean": mean, "std": std,
+        "size_divisor": pad, "pad_value": float(getattr(prep, "pad_value", 0)),
+        "padding": ("pad bottom/right with pad_value to the fixed input size, after normalising" if fixed else
+                    f"none needed: the graph pads to a multiple of {pad} itself"),
+        "order": "resize (MMDetection Resize rules) -> channel order -> (x - mean) / std -> CHW float32",
+    }
+    outputs = {"boxes": "(N, 4) float32, x1 y1 x2 y2 in input pixels (divide by the resize factor for the original "
+                        "image)",
+               "scores": "(N,) float32 sigmoid class score, descending", "labels": "(N,) int64 index into classes"}
+    inputs = {"name": "image", "layout": "NCHW", "dtype": "float32", "batch": 1, "fixed_hw": fixed}
+    return DeployMeta(classes=list(classes), input=inputs, preprocess=preprocess, postprocess=asdict(post),
+                      outputs=outputs, source=source)
+
+
+def exportable(model: Any) -> Any:
+    """The traceable wrapper of a built detector, or a ConfigError naming what is not supported."""
+    from fltool.deploy.graph import ExportableRetinaNet, PostProcess
+
+    head = getattr(model, "bbox_head", None)
+    if head is None or not all(hasattr(head, a) for a in ("prior_generator", "bbox_coder")) \
+            or not hasattr(model, "extract_feat"):
+        raise ConfigError(f"fltool export supports single-stage anchor detectors (RetinaNet); "
+                          f"{type(model).__name__} is not one")
+    try:
+        post = PostProcess.from_test_cfg(head.test_cfg)
+        wrapper = ExportableRetinaNet(model, post, getattr(model.data_preprocessor, "pad_size_divisor", 1))
+    except ValueError as exc:
+        raise ConfigError(f"cannot export this model: {exc}") from None
+    return wrapper.eval()
+
+
+def export_model(model: Any, cfg: Any, out: Path, *, classes: Sequence[str], img_size: Optional[Sequence[int]] = None,
+                 opset: int = DEFAULT_OPSET, source: Optional[dict] = None) -> Any:
+    """Write ``model`` (an MMDetection RetinaNet with its weights) to ``out`` as one ONNX graph; returns the
+    metadata written into it. Fixed input ``img_size`` (H, W), or any size when None."""
+    import torch
+
+    try:
+        import onnx
+    except ImportError:
+        raise StackError("the onnx package is not installed", "rerun scripts/setup.sh (pip install onnx)") from None
+    from fltool import __version__
+    from fltool.deploy.graph import INPUT_NAME, OUTPUT_NAMES
+
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ConfigError(f"--opset {opset} is out of range", f"use {MIN_OPSET}..{MAX_OPSET} (default "
+                                                               f"{DEFAULT_OPSET})")
+    if img_size is not None and (len(img_size) != 2 or min(img_size) < 32):
+        raise ConfigError(f"--img-size {' '.join(map(str, img_size))} is not a height and width of 32 px or more",
+                          "give two numbers, e.g. --img-size 256 256")
+    wrapper = exportable(model.cpu().float().eval())
+    if img_size is None:
+        w, h = _test_resize(cfg)["scale"]  # any size traces the same graph; the config's is a natural one
+        example_hw = (h, w)
+    else:
+        example_hw = (int(img_size[0]), int(img_size[1]))
+    example = torch.zeros(1, 3, *example_hw)
+    dynamic = {name: {0: "num_detections"} for name in OUTPUT_NAMES}
+    if img_size is None:
+        dynamic[INPUT_NAME] = {2: "height", 3: "width"}
+    meta = deploy_meta(cfg, model, wrapper.post, classes, img_size,
+                       dict(source or {}, opset=opset, fltool=__version__, torch=torch.__version__,
+                            exporter="torch.onnx.export (TorchScript-based)"))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
+        raw = Path(tmp) / "graph.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            # the tracer's notes on Python-side checks (sizes, asserts) and the exporter's deprecation notice
+            warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            warnings.simplefilter("ignore", category=UserWarning)
+            try:
+                torch.onnx.export(wrapper, (example,), str(raw), dynamo=False, opset_version=opset,
+                                  input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic,
+                                  do_constant_folding=True)
+            except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds; say which in one line
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise ConfigError(f"torch.onnx.export failed: {type(exc).__name__}: {first}",
+                                  "rerun with FLTOOL_DEBUG=1 for the traceback") from None
+        graph = onnx.load(str(raw))
+        for key, value in meta.to_props().items():
+            graph.metadata_props.add(key=key, value=value)
+        graph.doc_string = (f"RetinaNet exported by fltool {__version__}: image -> boxes, scores, labels "
+                            f"(see the fltool.* metadata)")
+        try:
+            onnx.checker.check_model(graph, full_check=True)
+        except onnx.checker.ValidationError as exc:
+            raise StackError(f"the exported graph fails onnx.checker: {str(exc).splitlines()[0][:200]}",
+                             "this is a bug in fltool's export; report it with the config") from None
+        onnx.save(graph, str(raw))
+        raw.replace(out)
+    return meta
+
+
+def export_onnx(opts: ExportOptions, progress: ProgressFn = _noop) -> ExportResult:
+    """Find the run, load its weights strictly, export, check. Returns where the file went and what was found."""
+    from fltool import compat
+    from fltool.engine import runner as rn
+    from fltool.engine.checkpoint import checkpoint_state_dict
+    from fltool.engine.evaluate import EvalOptions, prepare_eval_config
+    from fltool.engine.workdir import checkpoint_classes, resolve_run
+
+    start = time.time()
+    compat.apply()
+    if opts.format not in FORMATS:
+        raise ConfigError(f"--format {opts.format} is not supported", f"use one of: {', '.join(FORMATS)}")
+    if opts.check_images is not None and opts.check_images < 1:
+        raise ConfigError("--check-images must be at least 1")
+    run = resolve_run(Path(opts.target), opts.config, trust=opts.trust_checkpoint)
+    notes: list = []
+    if run.config_source == "checkpoint meta":
+        notes.append(f"config taken from {run.checkpoint.name}'s metadata (no config beside it)")
+    out = Path(opts.out) if opts.out else run.checkpoint.with_suffix(".onnx")
+    if out.suffix != ".onnx":
+        raise ConfigError(f"--out {out} does not end in .onnx", "name the output file <something>.onnx")
+
+    progress(ProgressEvent("stage", "loading config"))
+    logs = Path(tempfile.mkdtemp(prefix="fltool-export-"))
+    cfg = prepare_eval_config(EvalOptions(config=str(run.config), checkpoint=run.checkpoint, work_dir=logs,
+                                          cfg_options=opts.cfg_options, num_images=opts.check_images), progress)
+    if opts.img_size is not None:  # the check runs the images at the size the file takes
+        _set_test_scale(cfg, (int(opts.img_size[1]), int(opts.img_size[0])))
+    progress(ProgressEvent("stage", f"loading checkpoint {run.checkpoint.name}"))
+    state = checkpoint_state_dict(run.checkpoint, trust=opts.trust_checkpoint)
+    classes = checkpoint_classes(run.checkpoint, trust=opts.trust_checkpoint) or \
+        tuple((cfg.test_dataloader.dataset.get("metainfo") or {}).get("classes") or ())
+
+    with rn.captured_stdout(rn.stdout_log(cfg)):
+        runner = rn.build_runner(cfg)
+        rn.quiet_console_logging(runner)
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        rn.load_weights_strict(model, state, str(run.checkpoint))
+        model.eval()
+        num_classes = int(getattr(getattr(model, "bbox_head", None), "num_classes", 0) or 0)
+        if len(classes) != num_classes:
+            notes.append(f"{len(classes)} class names found for {num_classes} classes; the metadata names them "
+                         "by index")
+            classes = tuple(str(i) for i in range(num_classes))
+        progress(ProgressEvent("stage", f"exporting to {out.name}"))
+        t0 = time.time()
+        meta = export_model(model, cfg, out, classes=classes, img_size=opts.img_size, opset=opts.opset,
+                            source={"config": run.config.name, "checkpoint": run.checkpoint.name})
+        export_s = time.time() - t0
+        report = None
+        if opts.check:
+            from fltool.deploy.parity import check_parity
+
+            report = check_parity(runner, model, out, progress, subset=opts.check_images is not None)
+    result = ExportResult(out, run.config, run.checkpoint, meta, out.stat().st_size, export_s, report,
+                          notes + [f"MMEngine's logs of the check in {logs}"])
+    write_json(result.report_file, {
+        "onnx_file": str(out), "config": str(run.config), "checkpoint": str(run.checkpoint),
+        "size_bytes": result.size_bytes, "export_s": round(export_s, 2), "wall_s": round(time.time() - start, 1),
+        "metadata": asdict(meta), "check": report.as_dict() if report is not None else None})
+    return result
+
+
+def _set_test_scale(cfg: Any, scale_wh: tuple) -> None:
+    for step in cfg.test_dataloader.dataset.pipeline:
+        if step.get("type") in _RESIZE_TYPES:
+            step["scale"] = tuple(scale_wh)
+            step.pop("scale_factor", None)

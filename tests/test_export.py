@@ -1,0 +1,227 @@
+"""``fltool export --format onnx`` and the onnxruntime backend: the graph, its metadata, the check, the errors
+(tiny trained model, seconds per export)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from fltool.cli.main import app
+from fltool.deploy.backends import read_meta
+from fltool.deploy.onnx_export import ExportOptions, export_onnx
+from fltool.deploy.parity import match_detections
+from fltool_plugins.models import DeployMeta, Detections, OnnxRuntimeBackend
+
+cli = CliRunner()
+TINY_CLASSES = ["circle", "square", "triangle", "cross"]
+
+
+@pytest.fixture(scope="module")
+def exports(tiny_run, tmp_path_factory):
+    """The tiny run exported twice, from its work dir: any input size, and fixed at 160 x 160; both checked."""
+    out = tmp_path_factory.mktemp("export")
+    dynamic = export_onnx(ExportOptions(target=tiny_run.work_dir, out=out / "dynamic.onnx"))
+    fixed = export_onnx(ExportOptions(target=tiny_run.work_dir / "iter_4.pth", out=out / "fixed.onnx",
+                                      img_size=(160, 160), opset=13))
+    return dynamic, fixed
+
+
+def _one_line_error(stderr: str) -> str:
+    """The error line (progress lines may precede it on stderr; no traceback may)."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("fltool: error: ")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The export and its check
+# ----------------------------------------------------------------------------------------------------------------
+def test_fixed_and_dynamic_exports_detect_what_pytorch_detects_on_the_val_images(exports):
+    for result in exports:
+        report = result.check
+        assert report.num_images == 8
+        assert report.detections_pytorch == report.detections_onnx > 0  # score_thr 0: 50 per image
+        assert report.matched == report.detections_pytorch and report.unmatched == 0
+        assert report.min_iou >= 0.99 and report.max_score_diff <= 1e-3
+        assert report.metrics_pytorch["AP50"] == pytest.approx(report.metrics_onnx["AP50"], abs=0.005)
+        assert report.ok
+        saved = json.loads(result.report_file.read_text())
+        assert saved["check"]["ok"] is True and saved["check"]["matched"] == report.matched
+
+
+def test_a_dynamic_export_takes_any_size_and_a_fixed_one_exactly_its_own(exports):
+    dynamic, fixed = exports
+    shape = [d.dim_param or d.dim_value for d in
+             onnx.load(str(dynamic.onnx_file)).graph.input[0].type.tensor_type.shape.dim]
+    assert shape == [1, 3, "height", "width"]
+    shape = [d.dim_value for d in onnx.load(str(fixed.onnx_file)).graph.input[0].type.tensor_type.shape.dim]
+    assert shape == [1, 3, 160, 160]
+    ops = {node.op_type for node in onnx.load(str(dynamic.onnx_file)).graph.node}
+    assert {"NonMaxSuppression", "TopK", "Conv"} <= ops
+    backend = OnnxRuntimeBackend(str(fixed.onnx_file))
+    with pytest.raises(ValueError, match="larger than the model's fixed input 160x160"):
+        backend([np.zeros((3, 192, 160), np.float32)])
+    small = backend([np.zeros((3, 96, 128), np.float32)])[0]  # padded to 160 x 160 inside, boxes clipped to 96x128
+    assert len(small) > 0 and small.boxes[:, 2].max() <= 128 and small.boxes[:, 3].max() <= 96
+
+
+def test_graph_equals_mmdetection_predict_for_sizes_that_need_padding_and_clamped_top_k(tiny_run, tiny_config,
+                                                                                           exports):
+    """Non-square sizes that are no multiple of 32, and 64 x 96 where the coarsest level has 2 x 9 x 4 = 72 < nms_pre
+    (100) candidates: TopK must ask for 72, not 100."""
+    from mmdet.structures import DetDataSample
+
+    from fltool.deploy.onnx_export import exportable
+    from fltool.engine import runner as rn
+    from fltool.engine.checkpoint import checkpoint_state_dict
+    from fltool.engine.config import load_config
+
+    cfg = load_config(tiny_config, None, tiny_run.work_dir / "graph_test")
+    runner = rn.build_runner(cfg)
+    model = runner.model
+    rn.load_weights_strict(model, checkpoint_state_dict(tiny_run.work_dir / "iter_4.pth"), "iter_4.pth")
+    model.eval()
+    wrapper = exportable(model)
+    backend = OnnxRuntimeBackend(str(exports[0].onnx_file), threads=1)
+    torch.manual_seed(0)
+    for h, w in [(150, 200), (64, 96)]:
+        image = torch.randn(1, 3, h, w)
+        ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
+        sample = DetDataSample(metainfo=dict(img_shape=(h, w), batch_input_shape=(ph, pw), ori_shape=(h, w),
+                                             scale_factor=(1.0, 1.0)))
+        with torch.no_grad():
+            ref = model.predict(torch.nn.functional.pad(image, [0, pw - w, 0, ph - h]), [sample], rescale=False)
+            boxes, scores, labels = wrapper(image)
+        ref = ref[0].pred_instances
+        assert torch.equal(labels, ref.labels) and torch.allclose(boxes, ref.bboxes) and torch.allclose(scores,
+                                                                                                        ref.scores)
+        got = backend([image[0]])[0]
+        assert np.array_equal(got.labels, ref.labels.numpy())
+        assert np.allclose(got.boxes, ref.bboxes.numpy(), atol=1e-3) and np.allclose(got.scores, ref.scores.numpy(),
+                                                                                    atol=1e-5)
+
+
+def test_metadata_round_trips_and_says_what_a_consumer_needs(exports, tiny_run):
+    dynamic, fixed = exports
+    meta = read_meta(dynamic.onnx_file)
+    assert meta == dynamic.meta == DeployMeta.from_props(meta.to_props())
+    assert OnnxRuntimeBackend(str(dynamic.onnx_file)).meta == meta  # as ONNX Runtime reads it
+    assert meta.classes == TINY_CLASSES
+    assert meta.input["fixed_hw"] is None and read_meta(fixed.onnx_file).fixed_hw == (160, 160)
+    assert meta.preprocess["mean"] == pytest.approx([123.675, 116.28, 103.53])
+    assert meta.preprocess["std"] == pytest.approx([58.395, 57.12, 57.375])
+    assert meta.preprocess["bgr_to_rgb"] is True and meta.preprocess["size_divisor"] == 32
+    assert meta.preprocess["resize"] == {"scale": [160, 160], "keep_ratio": True}
+    assert meta.postprocess == dict(score_thr=0.0, nms_pre=100, iou_threshold=0.5, max_per_img=50, min_bbox_size=0.0)
+    assert meta.source["checkpoint"] == "iter_4.pth" and meta.source["opset"] == 17
+    assert read_meta(fixed.onnx_file).source["opset"] == 13
+
+
+def test_matching_tells_moved_boxes_and_changed_scores_from_borderline_ones():
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 70]], np.float32)
+    ref = Detections(boxes, np.array([0.9, 0.5, 0.0505], np.float32), np.array([0, 1, 2]))
+    same = match_detections(ref, ref, score_thr=0.05, max_per_img=100)
+    assert (same["matched"], same["borderline"], same["unmatched"]) == (3, 0, 0)
+    shifted = boxes.copy()
+    shifted[0] += np.array([0.5, 0, 0.5, 0], np.float32)  # IoU 0.905 with where it was
+    moved = Detections(shifted, ref.scores, ref.labels)
+    found = match_detections(ref, moved, score_thr=0.05, max_per_img=100)
+    assert found["matched"] == 2 and found["unmatched"] == 2 and found["borderline"] == 0
+    relabelled = Detections(boxes, ref.scores, np.array([0, 2, 2]))
+    assert match_detections(ref, relabelled, score_thr=0.05, max_per_img=100)["unmatched"] == 2
+    rescored = Detections(boxes, ref.scores + np.float32(0.002), ref.labels)
+    assert match_detections(ref, rescored, score_thr=0.05, max_per_img=100)["matched"] == 0
+    missing_last = Detections(boxes[:2], ref.scores[:2], ref.labels[:2])  # 0.0505: within 1e-3 of score_thr
+    found = match_detections(ref, missing_last, score_thr=0.05, max_per_img=100)
+    assert (found["matched"], found["borderline"], found["unmatched"]) == (2, 1, 0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The command and its errors
+# ----------------------------------------------------------------------------------------------------------------
+def test_cli_exports_a_work_dir_and_prints_the_check(tiny_run, tmp_path):
+    out = tmp_path / "tiny.onnx"
+    res = cli.invoke(app, ["export", str(tiny_run.work_dir), "--format", "onnx", "--out", str(out),
+                           "--check-images", "4"])
+    assert res.exit_code == 0, res.output
+    assert "PASS" in res.stdout and "circle, square, triangle, cross" in res.stdout
+    assert out.is_file() and out.with_suffix(".json").is_file()
+    assert json.loads(out.with_suffix(".json").read_text())["check"]["num_images"] == 4
+
+
+@pytest.mark.parametrize("case", ["corrupt", "other model", "not a checkpoint", "both sizes", "bad opset"])
+def test_bad_input_is_one_line(tiny_run, tiny_config, tmp_path, case):
+    args = ["export"]
+    if case == "corrupt":
+        bad = tmp_path / "iter_9.pth"
+        bad.write_bytes(b"PK\x03\x04 truncated")
+        args += [str(bad), "--config", tiny_config]
+        expect = "truncated or corrupt"
+    elif case == "other model":
+        other = tmp_path / "other.pth"
+        torch.save({"state_dict": {"backbone.conv1.weight": torch.zeros(64, 3, 7, 7)}}, other)
+        args += [str(other), "--config", tiny_config]
+        expect = "does not fit this config"
+    elif case == "not a checkpoint":
+        args += [str(tmp_path / "x.txt")]
+        (tmp_path / "x.txt").write_text("x")
+        expect = "is not a checkpoint (.pth) or a work dir"
+    elif case == "bad opset":
+        args += [str(tiny_run.work_dir), "--opset", "9", "--out", str(tmp_path / "m.onnx")]
+        expect = "--opset 9 is out of range"
+    else:
+        args += [str(tiny_run.work_dir), "--img-size", "160", "160", "--dynamic"]
+        expect = "--img-size and --dynamic both given"
+    res = cli.invoke(app, [*args, "--out", str(tmp_path / "m.onnx")] if "--out" not in args else args)
+    assert res.exit_code == 1, res.output
+    assert expect in _one_line_error(res.stderr)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# eval --backend
+# ----------------------------------------------------------------------------------------------------------------
+def test_eval_with_both_backends_agrees_on_a_model_that_detects(learned_run, learn_config, tmp_path):
+    """The learning run (AP50 >= 0.5): an .onnx, and a .pth exported on the fly, score what PyTorch scores."""
+    found = {}
+    onnx_file = export_onnx(ExportOptions(target=learned_run.work_dir, out=tmp_path / "learned.onnx")).onnx_file
+    ckpt = learned_run.checkpoint
+    for backend, path in [("pytorch", ckpt), ("onnxruntime", onnx_file), ("onnxruntime", ckpt)]:
+        out = tmp_path / f"{backend}_{path.suffix[1:]}.json"
+        res = cli.invoke(app, ["eval", learn_config, str(path), "--backend", backend, "--out", str(out),
+                               "--work-dir", str(tmp_path / f"wd_{backend}_{path.suffix[1:]}")])
+        assert res.exit_code == 0, res.output
+        found[out.stem] = json.loads(out.read_text())["bbox"]
+    assert (tmp_path / "wd_onnxruntime_pth" / f"{ckpt.stem}.onnx").is_file()
+    assert found["pytorch_pth"]["AP50"] >= 0.5  # a model that detects: the comparison is not noise against noise
+    for other in ("onnxruntime_onnx", "onnxruntime_pth"):
+        for key, value in found["pytorch_pth"].items():
+            assert found[other][key] == pytest.approx(value, abs=0.005), (other, key)
+
+
+def test_eval_refuses_an_onnx_file_it_cannot_run_with_one_line(tiny_config, exports, tmp_path):
+    res = cli.invoke(app, ["eval", tiny_config, str(exports[0].onnx_file), "--work-dir", str(tmp_path / "a")])
+    assert res.exit_code == 1 and "is an ONNX file; run it with --backend onnxruntime" in _one_line_error(res.stderr)
+    plain = tmp_path / "plain.onnx"
+    node = onnx.helper.make_node("Identity", ["x"], ["y"])
+    vi = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1]) for n in "xy"]
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([node], "g", vi[:1], vi[1:])), str(plain))
+    res = cli.invoke(app, ["eval", tiny_config, str(plain), "--backend", "onnxruntime",
+                           "--work-dir", str(tmp_path / "b")])
+    assert res.exit_code == 1 and "not written by fltool export" in _one_line_error(res.stderr)
+    wrong = tmp_path / "wrong.onnx"
+    model = onnx.load(str(exports[0].onnx_file))
+    for prop in model.metadata_props:
+        if prop.key == "fltool.classes":
+            prop.value = json.dumps(["a", "b", "c", "d"])
+    onnx.save(model, str(wrong))
+    res = cli.invoke(app, ["eval", tiny_config, str(wrong), "--backend", "onnxruntime",
+                           "--work-dir", str(tmp_path / "c")])
+    assert res.exit_code == 1 and "was exported for classes" in _one_line_error(res.stderr)
+    shutil.rmtree(tmp_path / "a", ignore_errors=True)
