@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from typing_extensions import Annotated
 
 from fltool.cli.common import CfgOptionsOpt, command, console, err_console, new_app, table
+from fltool.cli.dataopts import DataOpt, FormatOpt, ImgSizeOpt, ValFractionOpt, bench_data_configs, data_options
 from fltool.engine.runner import ProgressEvent
 
 app = new_app("Benchmarks of whole models: speed against accuracy across test scales.")
@@ -144,6 +145,10 @@ def speed_accuracy(
                                         "GPU, COCO test-dev) in the plot for comparison.")] = False,
     trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Allow full unpickling of the "
                                                    "checkpoints (only for files you trust).")] = False,
+    data: DataOpt = None,
+    data_format: FormatOpt = None,
+    val_fraction: ValFractionOpt = None,
+    img_size: ImgSizeOpt = None,
 ) -> None:
     """Speed against accuracy across test scales: COCO AP, latency per image, FLOPs and parameters per point.
 
@@ -153,6 +158,8 @@ def speed_accuracy(
     """
     from fltool.bench.speed_accuracy import BenchOptions, parse_scales, run_speed_accuracy
 
+    configs = bench_data_configs(configs, data_options(data, data_format, val_fraction, img_size),
+                                 work_dir or DEFAULT_WORK_DIR)
     opts = BenchOptions(configs=configs, checkpoints=checkpoint or [], scales=parse_scales(scales),
                         num_images=num_images, device=device, work_dir=work_dir or DEFAULT_WORK_DIR,
                         cfg_options=cfg_options, fuse_conv_bn=fuse_conv_bn, warmup=warmup, min_iters=min_iters,
