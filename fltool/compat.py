@@ -85,10 +85,10 @@ def _register_checkpoint_loader() -> None:
 
     CheckpointLoader.register_scheme(prefixes="", loader=load_local_checkpoint, force=True)
     # Item 5: zoo names and URLs through the same safe loader (and torchvision:// without torchvision).
-    from fltool.engine.hub import load_url_checkpoint
+    from fltool.engine.hub import load_from_url
 
     CheckpointLoader.register_scheme(prefixes=("torchvision://", "open-mmlab://", "openmmlab://", "http://",
-                                               "https://"), loader=load_url_checkpoint, force=True)
+                                               "https://"), loader=load_from_url, force=True)
 
 
 def apply() -> None:

@@ -165,9 +165,10 @@ def apply_data(cfg: Any, dataset: Dataset, classes: Sequence[str], scale: Option
         cfg._cfg_dict.pop(key, None)  # mmengine's Config has no public way to remove a key
 
 
-def _resolve_dataset(data: DataOptions, cache: Path, data_check: str, progress: ProgressFn) -> tuple:
+def _resolve_dataset(data: DataOptions, cache: Path, data_check: str, progress: ProgressFn,
+                     classes: Optional[Sequence[str]] = None) -> tuple:
     progress(ProgressEvent("stage", f"reading data {data.path}"))
-    dataset = resolve(data.path, cache, data.format, data.val_fraction)
+    dataset = resolve(data.path, cache, data.format, data.val_fraction, classes)
     notes = [f"data: {dataset.describe()}"]
     if data.val_fraction is not None and "given by the data" in dataset.split_from:
         notes.append("the data has its own train/val split, so --val-fraction is not used")
@@ -249,9 +250,9 @@ def inference_config(config: str, data: DataOptions, work_dir: Optional[Path] = 
 
     name = generated_name(config, data.path)
     work_dir = Path(work_dir) if work_dir is not None else Path("work_dirs") / name
-    dataset, notes = _resolve_dataset(data, work_dir / "data", "drop", progress)
     cfg = load_config(config, cfg_options, work_dir)
     classes = config_classes(cfg)
+    dataset, notes = _resolve_dataset(data, work_dir / "data", "drop", progress, classes)
     if classes is None:
         classes = dataset.classes
         apply_data(cfg, dataset, classes, None, set_model=True)

@@ -83,7 +83,7 @@ def _download(url: str, dest: Path) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def load_url_checkpoint(spec: str, map_location: Union[str, Callable, None] = None) -> Any:
+def load_from_url(spec: str, map_location: Union[str, Callable, None] = None) -> Any:
     """MMEngine ``CheckpointLoader`` scheme for zoo names and URLs (see the module docstring)."""
     from fltool.engine.checkpoint import is_trusted, load_local_checkpoint, trusted
 

@@ -12,6 +12,7 @@ and says in one line what loads and what does not, and why; a file that fits non
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,8 +33,8 @@ def _load(spec: str, trust: bool) -> tuple[dict, dict]:
         raise CheckpointError(f"weights not found: {spec}", "give a .pth file, torchvision://NAME or "
                                                             "open-mmlab://NAME")
     with trusted(spec if trust else None):
-        try:
-            ckpt = CheckpointLoader.load_checkpoint(spec, map_location="cpu")
+        try:  # a plain logger: MMEngine's "Loads checkpoint by ..." line stays out of the user's terminal
+            ckpt = CheckpointLoader.load_checkpoint(spec, map_location="cpu", logger=logging.getLogger(__name__))
         except FileNotFoundError as exc:
             raise CheckpointError(f"weights not found: {exc.filename or spec}") from None
     if not isinstance(ckpt, dict):

@@ -16,7 +16,7 @@ import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from fltool.data.check import ERROR, Issue
 from fltool.data.formats import coco, voc, yolo
@@ -184,14 +184,14 @@ def _resolve_coco(path: Path, layout: coco.CocoLayout, cache_root: Path, val_fra
 
 # ---------------------------------------------------------------------------------------------- VOC / YOLO
 
-def _conversion_key(fmt: str, layout: Any, val_fraction: float) -> str:
+def _conversion_key(fmt: str, layout: Any, val_fraction: float, classes: Optional[Sequence[str]]) -> str:
     if fmt == "voc":
         sources, images = list(layout.sources), list_images(layout.root)
     else:
         sources = list(layout.sources) + yolo.label_files(layout)
         images = [p for imgs in layout.splits.values() for p in imgs]
     digest = hashlib.sha256(f"{fmt}|{CONVERTER_VERSION}|{layout.root.resolve()}|{val_fraction}|{SPLIT_SEED}|"
-                            f"{sorted(layout.splits) if fmt == 'yolo' else ''}".encode())
+                            f"{sorted(layout.splits) if fmt == 'yolo' else ''}|{list(classes or [])}".encode())
     digest.update(file_digest(sources, layout.root).encode())
     digest.update(file_digest([p for p in images if p.is_file()], layout.root, with_content=False).encode())
     return digest.hexdigest()[:12]
@@ -216,8 +216,9 @@ def _assign_splits(records: list[ImageRecord], root: Path, val_fraction: float, 
             f"here (seed {SPLIT_SEED}, --val-fraction {val_fraction:g}; {split_file})")
 
 
-def _convert(path: Path, fmt: str, layout: Any, cache_root: Path, val_fraction: float) -> Dataset:
-    cache = (cache_root / f"{fmt}-{_conversion_key(fmt, layout, val_fraction)}").resolve()
+def _convert(path: Path, fmt: str, layout: Any, cache_root: Path, val_fraction: float,
+             classes: Optional[Sequence[str]]) -> Dataset:
+    cache = (cache_root / f"{fmt}-{_conversion_key(fmt, layout, val_fraction, classes)}").resolve()
     record = cache / "dataset.json"
     if record.is_file():
         try:
@@ -226,7 +227,7 @@ def _convert(path: Path, fmt: str, layout: Any, cache_root: Path, val_fraction: 
             pass  # an older or damaged record: convert again
     problems = Problems()
     reader = voc.read if fmt == "voc" else yolo.read
-    records, classes, source = reader(layout, problems)
+    records, classes, source = reader(layout, problems, classes)
     issues = problems.issues()
     if not records:
         found = "; ".join(f"{issue_label(i)} (e.g. {i.examples[0]})" for i in issues if i.examples)
@@ -251,9 +252,10 @@ def _convert(path: Path, fmt: str, layout: Any, cache_root: Path, val_fraction: 
     return dataset
 
 
-def resolve(path: Path, cache_root: Path, fmt: Optional[str] = None,
-            val_fraction: Optional[float] = None) -> Dataset:
-    """What ``--data PATH`` (and ``--format``, ``--val-fraction``) name; see the module docstring."""
+def resolve(path: Path, cache_root: Path, fmt: Optional[str] = None, val_fraction: Optional[float] = None,
+            classes: Optional[Sequence[str]] = None) -> Dataset:
+    """What ``--data PATH`` (and ``--format``, ``--val-fraction``) name; see the module docstring. ``classes``:
+    the class list for VOC data that has none of its own (a trained model's classes)."""
     path = Path(path).expanduser().absolute()
     if not path.exists():
         raise DataError(f"data not found: {path}", "give a dataset folder (COCO, Pascal VOC or YOLO layout) or a "
@@ -265,5 +267,5 @@ def resolve(path: Path, cache_root: Path, fmt: Optional[str] = None,
     if name == "coco":
         dataset = _resolve_coco(path, layout, Path(cache_root), fraction)
     else:
-        dataset = _convert(path, name, layout, Path(cache_root), fraction)
+        dataset = _convert(path, name, layout, Path(cache_root), fraction, classes)
     return dataset

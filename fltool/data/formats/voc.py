@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from fltool.data.formats.common import (Box, ImageRecord, Problems, image_sizes, list_images, relative,
                                         split_of_path)
@@ -155,10 +155,12 @@ def read_class_file(path: Path) -> list[str]:
     return [n for n in names if n]
 
 
-def read(layout: VocLayout, problems: Problems) -> tuple[list[ImageRecord], list[str], str]:
-    """Records (with their split where the layout gives one), class names and where the split came from."""
+def read(layout: VocLayout, problems: Problems, classes: Optional[Sequence[str]] = None
+         ) -> tuple[list[ImageRecord], list[str], str]:
+    """Records (with their split where the layout gives one), class names and where the split came from.
+    ``classes``: the class list when the data has no classes.txt (e.g. the classes of the model to evaluate)."""
     root = layout.root
-    given = read_class_file(layout.class_file) if layout.class_file else None
+    given = read_class_file(layout.class_file) if layout.class_file else (list(classes) if classes else None)
     by_name, by_stem = _image_index(root)
     split_of_stem: dict[str, str] = {}
     if layout.image_sets:

@@ -13,7 +13,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from fltool.data.formats.common import Box, ImageRecord, Problems, image_sizes, list_images, relative
 from fltool.errors import DataError
@@ -197,9 +197,10 @@ def _parse_label(path: Path, root: Path, names: list[str], problems: Problems
     return out
 
 
-def read(layout: YoloLayout, problems: Problems) -> tuple[list[ImageRecord], list[str], str]:
+def read(layout: YoloLayout, problems: Problems, classes: Optional[Sequence[str]] = None
+         ) -> tuple[list[ImageRecord], list[str], str]:
     """Records (with their split where the layout gives one), class names and where the split came from."""
-    root = layout.root
+    root = layout.root  # (``classes`` is for VOC; YOLO's class ids need the data's own names)
     if not layout.names:
         raise DataError(f"YOLO dataset {root} has no class names (looked for data.yaml 'names:', "
                         f"{' and '.join(NAME_FILES)} in {root.name}/ and labels/)",
