@@ -13,7 +13,6 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
-import click
 import typer
 from typer.core import TyperCommand
 from rich.console import Console
@@ -52,7 +51,7 @@ def handle_errors(func: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (typer.Exit, typer.Abort, SystemExit, click.UsageError):  # usage errors: Click's message, exit 2
+        except (typer.Exit, typer.Abort, SystemExit, typer.BadParameter):  # a usage error: Click's message, exit 2
             raise
         except FltoolError as exc:
             _fail(exc.one_line(), exc.exit_code)
