@@ -64,11 +64,11 @@ def register(app: typer.Typer) -> None:
             return "n/a" if t.get(key) is None else f"{t[key]:.1f}"
 
         rows += [["ms per image: model", ms("model_ms")], ["ms per image: preprocessing", ms("preprocess_ms")],
-                 ["ms per image: all", ms("total_ms")]]
+                 ["ms per image: all (read to written)", ms("total_ms")]]
         if result.failed:
             rows.append(["failed inputs", len(result.failed)])
         caption = (f"score >= {opts.score_thr:g}; measured on {t['device']} ({t['device_name']}), batch "
-                   f"{t['batch_size']}, {t['threads']} threads; all = read, model, drawing and writing")
+                   f"{t['batch_size']}, {t['threads']} threads")
         console.print(table(f"fltool predict: {result.checkpoint.name}", ["", "value"], rows, caption=caption))
         console.print(f"output:     {result.out_dir}\ndetections: {result.files['detections']}\n"
                       f"rows:       {result.files['rows']}", highlight=False)

@@ -244,7 +244,8 @@ def predict(opts: PredictOptions, progress: ProgressFn = _noop, backend: Optiona
             pending = []
     if pending:
         flush(pending)
-    progress(ProgressEvent("stage", "predicting", done, done))
+    if done != total:  # a video's frame count was an estimate, or inputs failed: end the bar where it stopped
+        progress(ProgressEvent("stage", "predicting", done, done))
     wall = time.perf_counter() - start
     images = writer.images
     per_image = {k.replace("_s", "_ms"): (1000 * v / images if images else None) for k, v in timing.items()}

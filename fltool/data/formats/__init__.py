@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import statistics
 from collections import Counter
@@ -256,7 +257,7 @@ def resolve(path: Path, cache_root: Path, fmt: Optional[str] = None, val_fractio
             classes: Optional[Sequence[str]] = None) -> Dataset:
     """What ``--data PATH`` (and ``--format``, ``--val-fraction``) name; see the module docstring. ``classes``:
     the class list for VOC data that has none of its own (a trained model's classes)."""
-    path = Path(path).expanduser().absolute()
+    path = Path(os.path.abspath(Path(path).expanduser()))
     if not path.exists():
         raise DataError(f"data not found: {path}", "give a dataset folder (COCO, Pascal VOC or YOLO layout) or a "
                                                    "COCO annotation file")
