@@ -228,3 +228,21 @@ def test_image_sizes_come_from_headers_and_unreadable_ones_are_none(tiny_layouts
     bad.write_bytes(b"not a png")
     first = next((tiny_layouts["coco"] / "images").iterdir())
     assert common.image_sizes([first, bad]) == [(160, 160), None]
+
+
+@pytest.mark.parametrize("fmt", ["voc", "yolo"])
+def test_data_synth_writes_the_layout_that_data_reads_back(fmt, tmp_path):
+    from typer.testing import CliRunner
+
+    from fltool.cli.main import app
+
+    out = tmp_path / fmt
+    result = CliRunner().invoke(app, ["data", "synth", str(out), "--num-train", "4", "--num-val", "2", "--size", "160",
+                                      "--format", fmt])
+    assert result.exit_code == 0, result.output
+    assert f"{fmt} layout" in result.stdout
+    expected = {"voc": ["Annotations", "ImageSets", "JPEGImages"], "yolo": ["data.yaml", "images", "labels"]}[fmt]
+    assert sorted(p.name for p in out.iterdir()) == expected  # images moved in, no staging folder left
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".synth-")]
+    dataset = resolve(out, tmp_path / "cache")
+    assert (dataset.format, dataset.train.num_images, dataset.val.num_images, dataset.issues) == (fmt, 4, 2, [])

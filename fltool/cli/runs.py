@@ -101,6 +101,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train a detector (default: RetinaNet with focal loss on the embedded dataset), then evaluate it.
 
+        With --data PATH: on your COCO, Pascal VOC or YOLO dataset, CONFIG giving the model and schedule; the full
+        config is written to the work dir first (fltool train WORK_DIR/<config>_<data>.py repeats the run).
+
         Writes checkpoints, the resolved config, MMEngine's logs and scalars (vis_data) and metrics.json to the work
         dir. Distributed: torchrun --nproc_per_node=N -m fltool train CONFIG --launcher pytorch.
         """
