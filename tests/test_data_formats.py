@@ -246,3 +246,17 @@ def test_data_synth_writes_the_layout_that_data_reads_back(fmt, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".synth-")]
     dataset = resolve(out, tmp_path / "cache")
     assert (dataset.format, dataset.train.num_images, dataset.val.num_images, dataset.issues) == (fmt, 4, 2, [])
+
+
+def test_coco_train_and_valid_subfolders_with_one_json_each_and_images_beside_them(tiny_layouts, tmp_path):
+    root = tmp_path / "roboflow"
+    for split, folder in (("train", "train"), ("val", "valid")):
+        data = json.loads((tiny_layouts["coco"] / f"{split}.json").read_text())
+        (root / folder).mkdir(parents=True)
+        (root / folder / "_annotations.coco.json").write_text(json.dumps(data))
+        for img in data["images"]:
+            shutil.copy(tiny_layouts["coco"] / "images" / img["file_name"], root / folder)
+    (root / "README.dataset.txt").write_text("exported")
+    dataset = resolve(root, tmp_path / "cache")
+    assert (dataset.format, dataset.train.num_images, dataset.val.num_images) == ("coco", 8, 4)
+    assert dataset.val.img_dir == root / "valid" and "given by the data" in dataset.split_from

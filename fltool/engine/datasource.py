@@ -237,7 +237,7 @@ def training_config(recipe: Optional[str], data: DataOptions, work_dir: Optional
         notes.append(f"schedule: {iters} iterations of {batch} images = {epochs:.1f} epochs of the "
                      f"{dataset.train.num_images} training images" + ("" if max_iters else " (--max-iters sets it)"))
     path = _write(cfg, work_dir / f"{name}.py")
-    notes.append(f"config: {path} (fltool train {path} repeats this run)")
+    notes.append(f"config: {path} (fltool train {path} --work-dir OTHER_DIR repeats this run)")
     return DataConfig(path, work_dir, dataset, size, notes)
 
 

@@ -106,11 +106,17 @@ def detect(path: Path, fmt: Optional[str] = None) -> tuple[str, Any]:
     """(format, layout) of ``path``; DataError naming what was looked for when nothing (or several) match."""
     finders = {"coco": coco.find, "voc": voc.find, "yolo": yolo.find}
     order = [fmt] if fmt else ["yolo", "voc", "coco"]
-    found = {}
+    found, problems = {}, []
     for name in order:
-        layout = finders[name](path)
+        try:
+            layout = finders[name](path)
+        except DataError as exc:  # e.g. several COCO files: only an error if nothing else matches
+            problems.append(exc)
+            continue
         if layout is not None:
             found[name] = layout
+    if not found and problems:
+        raise problems[0]
     if not found:
         what = FORMAT_NAMES[fmt] + " dataset" if fmt else "dataset"
         looked = "; ".join(_LOOKED_FOR[f] for f in order)

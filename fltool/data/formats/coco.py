@@ -5,6 +5,7 @@ Layouts recognised (``PATH`` is what ``--data`` names):
 - an annotation ``.json`` file: one set, split here;
 - a folder with ``train.json`` and ``val.json`` (also under ``annotations/``; ``valid.json`` counts as val);
 - a folder with ``annotations/instances_train*.json`` and ``annotations/instances_val*.json`` (COCO's own layout);
+- a folder with ``train/`` and ``val/`` (or ``valid/``) subfolders holding one COCO ``.json`` each (Roboflow's);
 - a folder with one COCO ``.json`` (at its top or under ``annotations/``): one set, split here.
 
 Images are found from the first ``file_name``\\ s of each file: in ``images/`` beside the JSON, the JSON's folder,
@@ -21,7 +22,8 @@ from fltool.data.check import load_coco_json
 from fltool.errors import DataError
 
 LOOKED_FOR = ("COCO: an annotation .json (images/annotations/categories): train.json + val.json, "
-              "annotations/instances_train*.json + instances_val*.json, or one .json")
+              "annotations/instances_train*.json + instances_val*.json, train/ + val/ with one .json each, "
+              "or one .json")
 _INSTANCES = re.compile(r"^instances_(?P<split>[A-Za-z]+)[\w-]*\.json$")
 
 
@@ -57,6 +59,13 @@ def find(path: Path) -> Optional[CocoLayout]:
             where = "" if folder == path else f"{folder.name}/"
             return CocoLayout(path, {"train": by_name["train"], "val": val},
                               f"{where}{by_name['train'].name} + {where}{val.name}")
+    subfolders = {d.name.lower(): d for d in path.iterdir() if d.is_dir()}
+    val_dir = subfolders.get("val") or subfolders.get("valid") or subfolders.get("validation")
+    if "train" in subfolders and val_dir is not None:  # train/ + valid/, one JSON each (e.g. Roboflow's export)
+        per_split = {"train": _coco_files(subfolders["train"]), "val": _coco_files(val_dir)}
+        if all(len(files) == 1 for files in per_split.values()):
+            files = {s: f[0] for s, f in per_split.items()}
+            return CocoLayout(path, files, f"train/{files['train'].name} + {val_dir.name}/{files['val'].name}")
     instances = {}
     for p in _coco_files(path / "annotations"):
         m = _INSTANCES.match(p.name)

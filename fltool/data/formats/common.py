@@ -95,10 +95,6 @@ def relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-
-
 def list_images(folder: Path, recursive: bool = True) -> list[Path]:
     """Image files under ``folder`` (hidden files and folders skipped), sorted."""
     if not folder.is_dir():
