@@ -20,6 +20,12 @@ and is called by every engine entry point before MMEngine builds anything.
    ``device_ids=[LOCAL_RANK]`` to DDP, both wrong on CPU (open-mmlab/mmengine#973 touches the same code). fltool
    initialises the process group itself (gloo on CPU, nccl on CUDA) before the Runner is built — MMEngine then
    skips its own ``init_dist`` — and sets ``model_wrapper_cfg.device_ids=None`` on CPU.
+5. Weights named by zoo name or URL (``torchvision://resnet50``, ``open-mmlab://...``, ``https://...``, e.g. a
+   backbone's ``init_cfg``): MMEngine's loaders unpickle the downloaded file with ``torch.hub``'s
+   ``weights_only=False`` (the unpickling of item 1, for files from the network), and ``torchvision://`` imports
+   torchvision only to look up a URL that MMEngine ships itself (``mmengine/hub/torchvision_0.12.json``;
+   ``get_torchvision_models`` in mmengine/runner/checkpoint.py). fltool registers loaders for these schemes that
+   use the same tables and torch.hub cache file and read it like item 1 (``fltool.engine.hub``).
 """
 from __future__ import annotations
 
@@ -78,6 +84,11 @@ def _register_checkpoint_loader() -> None:
     from fltool.engine.checkpoint import load_local_checkpoint
 
     CheckpointLoader.register_scheme(prefixes="", loader=load_local_checkpoint, force=True)
+    # Item 5: zoo names and URLs through the same safe loader (and torchvision:// without torchvision).
+    from fltool.engine.hub import load_from_url
+
+    CheckpointLoader.register_scheme(prefixes=("torchvision://", "open-mmlab://", "openmmlab://", "http://",
+                                               "https://"), loader=load_from_url, force=True)
 
 
 def apply() -> None:

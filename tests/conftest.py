@@ -50,3 +50,20 @@ def learned_run(tmp_path_factory):
 
     work_dir = tmp_path_factory.mktemp("learned_run")
     return train(TrainOptions(config=LEARN_CONFIG, work_dir=work_dir))
+
+
+#: The tiny dataset the --data tests write in each layout: 8 train and 4 val images of 160 px.
+TINY_DATA_SPEC = dict(image_size=160, num_train=8, num_val=4, objects_per_image=(2, 5), size_mix=(0.5, 0.5, 0.0),
+                      noise_std=0.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_layouts(tmp_path_factory):
+    """{format: folder} of the same tiny synthetic dataset written as COCO, Pascal VOC and YOLO."""
+    from fltool.data.formats.writers import export
+    from fltool.data.synth import SynthSpec, generate
+
+    root = tmp_path_factory.mktemp("layouts")
+    generate(SynthSpec(**TINY_DATA_SPEC), root / "coco")
+    return {"coco": root / "coco", "voc": export(root / "coco", root / "voc", "voc"),
+            "yolo": export(root / "coco", root / "yolo", "yolo")}

@@ -350,8 +350,8 @@ def test_cli_errors_exit_1_with_one_line_on_stderr_after_the_issue_table(clean):
     result = invoke(ann)
     assert result.exit_code == 1
     assert result.stderr.startswith("fltool: error: ann.json: 3 errors found (2 missing images, 1 zero-size box); "
-                                    "fix the records listed, or train without them: fltool train CONFIG "
-                                    "--data-check drop")
+                                    "fix the records listed, or train without them: fltool train --data "
+                                    f"{ann} --data-check drop")
     assert result.stderr.count("\n") == 1
     assert "missing_image" in result.stdout and "img0.png" in result.stdout
 

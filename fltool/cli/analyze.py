@@ -10,6 +10,7 @@ from typing_extensions import Annotated
 
 from fltool.cli.common import (CfgOptionsOpt, CheckpointArg, ConfigArg, WorkDirOpt, command, console, err_console,
                                new_app, table)
+from fltool.cli.dataopts import DataOpt, FormatOpt, ImgSizeOpt, ValFractionOpt, data_options, with_data
 from fltool.cli.progress import ProgressDisplay
 
 app = new_app("Analyse losses and trained models: the paper's Figure 4 (loss CDF) and Figures 1, 5, 6 (loss curves).")
@@ -66,6 +67,10 @@ def loss_cdf(
                                                "unit (finer: tighter error bounds).")] = 128,
     trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Allow full unpickling of the "
                                                    "checkpoint (only for files you trust).")] = False,
+    data: DataOpt = None,
+    data_format: FormatOpt = None,
+    val_fraction: ValFractionOpt = None,
+    img_size: ImgSizeOpt = None,
 ) -> None:
     """Figure 4: the cumulative distribution of the focal loss over positive and negative anchors of a trained model.
 
@@ -78,10 +83,12 @@ def loss_cdf(
     """
     from fltool.analysis.loss_cdf import LossCdfOptions, run_loss_cdf, save_loss_cdf
 
-    opts = LossCdfOptions(config=config, checkpoint=checkpoint, work_dir=work_dir, cfg_options=cfg_options,
-                          split=split.value, num_images=num_images, gammas=parse_gammas(gammas),
-                          bins_per_unit=bins_per_unit, trust_checkpoint=trust_checkpoint)
+    data_opts = data_options(data, data_format, val_fraction, img_size)
     with ProgressDisplay(err_console) as display:
+        config, work_dir = with_data(config, data_opts, work_dir, display)
+        opts = LossCdfOptions(config=config, checkpoint=checkpoint, work_dir=work_dir, cfg_options=cfg_options,
+                              split=split.value, num_images=num_images, gammas=parse_gammas(gammas),
+                              bins_per_unit=bins_per_unit, trust_checkpoint=trust_checkpoint)
         result = run_loss_cdf(opts, progress=display)
     files = save_loss_cdf(result, result.work_dir)
     for note in result.notes:

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from typing_extensions import Annotated
 
 from fltool.cli.common import CfgOptionsOpt, command, console, err_console, new_app, table
+from fltool.cli.dataopts import DataOpt, FormatOpt, ImgSizeOpt, ValFractionOpt, bench_data_configs, data_options
 from fltool.engine.runner import ProgressEvent
 
 app = new_app("Benchmarks of whole models: speed against accuracy across test scales.")
@@ -147,6 +148,10 @@ def speed_accuracy(
     backend: Annotated[str, typer.Option("--backend", help="Runtimes to measure, comma-separated: pytorch (eager) "
                                          "and/or onnxruntime (the model exported by fltool export, same threads); "
                                          "one row per backend and scale.")] = "pytorch",
+    data: DataOpt = None,
+    data_format: FormatOpt = None,
+    val_fraction: ValFractionOpt = None,
+    img_size: ImgSizeOpt = None,
 ) -> None:
     """Speed against accuracy across test scales: COCO AP, latency per image, FLOPs and parameters per point.
 
@@ -158,6 +163,8 @@ def speed_accuracy(
     from fltool.deploy.backends import parse_backends
     from fltool.bench.speed_accuracy import BenchOptions, run_speed_accuracy
 
+    configs = bench_data_configs(configs, data_options(data, data_format, val_fraction, img_size),
+                                 work_dir or DEFAULT_WORK_DIR)
     opts = BenchOptions(configs=configs, checkpoints=checkpoint or [], scales=parse_scales(scales),
                         num_images=num_images, device=device, work_dir=work_dir or DEFAULT_WORK_DIR,
                         cfg_options=cfg_options, fuse_conv_bn=fuse_conv_bn, warmup=warmup, min_iters=min_iters,

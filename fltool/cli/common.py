@@ -51,7 +51,7 @@ def handle_errors(func: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (typer.Exit, typer.Abort, SystemExit):
+        except (typer.Exit, typer.Abort, SystemExit, typer.BadParameter):  # a usage error: Click's message, exit 2
             raise
         except FltoolError as exc:
             _fail(exc.one_line(), exc.exit_code)

@@ -7,7 +7,7 @@ import typer
 from typing_extensions import Annotated
 
 from fltool import __version__
-from fltool.cli import analyze, bench, data, export, runs, sweep
+from fltool.cli import analyze, bench, data, export, predict, runs, sweep
 from fltool.cli.common import command, console, new_app, table
 
 app = new_app("fltool: Focal Loss and RetinaNet on MMDetection. Train, evaluate, benchmark and analyse detectors.")
@@ -15,6 +15,7 @@ app.add_typer(bench.app, name="bench")
 app.add_typer(analyze.app, name="analyze")
 app.add_typer(data.app, name="data")
 runs.register(app)
+predict.register(app)
 sweep.register(app)
 export.register(app)
 

@@ -10,6 +10,7 @@ from typing_extensions import Annotated
 
 from fltool.cli.common import (CfgOptionsOpt, CheckpointArg, ConfigArg, WorkDirOpt, command, console, err_console,
                                table)
+from fltool.cli.dataopts import DataOpt, FormatOpt, ImgSizeOpt, ValFractionOpt, data_options, with_data
 from fltool.cli.progress import ProgressDisplay
 from fltool.fileio import write_json
 
@@ -66,16 +67,26 @@ def register(app: typer.Typer) -> None:
     @command(app, "train")
     def train(
         config: Annotated[Optional[str], typer.Argument(
-            help="Config file or name (default: the machine-sized RetinaNet on the embedded dataset).",
+            help="Config file or name (default: the machine-sized RetinaNet on the embedded dataset; with --data, "
+                 "the model and schedule: default retinanet_r18-gn_scratch).",
             show_default=False)] = None,
         list_: Annotated[bool, typer.Option("--list", help="List the shipped configs and exit.")] = False,
+        data: DataOpt = None,
+        data_format: FormatOpt = None,
+        val_fraction: ValFractionOpt = None,
+        img_size: ImgSizeOpt = None,
         work_dir: WorkDirOpt = None,
         cfg_options: CfgOptionsOpt = None,
         resume: Annotated[Optional[str], typer.Option(
             "--resume", help="Resume: 'auto' (the work dir's last checkpoint; also what a bare --resume means) "
                              "or a checkpoint path.")] = None,
-        load_from: Annotated[Optional[Path], typer.Option("--load-from", help="Initialise from these weights "
-                                                          "(tensors only) without resuming the schedule.")] = None,
+        pretrained: Annotated[Optional[str], typer.Option(
+            "--pretrained", help="Initialise the backbone from these weights (MMDetection's Pretrained init): "
+                                 "torchvision://resnet50, open-mmlab://NAME or a file.", show_default=False)] = None,
+        load_from: Annotated[Optional[str], typer.Option(
+            "--load-from", help="Start from a whole detector (a file or URL; e.g. a COCO RetinaNet for data with "
+                                "other classes): weights of the same shape load, the others keep their "
+                                "initialisation; the schedule starts afresh.", show_default=False)] = None,
         amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (needs a CUDA GPU).")] = False,
         launcher: LauncherOpt = Launcher.none,
         seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed.")] = None,
@@ -95,6 +106,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train a detector (default: RetinaNet with focal loss on the embedded dataset), then evaluate it.
 
+        With --data PATH: on your COCO, Pascal VOC or YOLO dataset, CONFIG giving the model and schedule; the full
+        config is written to the work dir first (fltool train WORK_DIR/<config>_<data>.py repeats the run).
+
         Writes checkpoints, the resolved config, MMEngine's logs and scalars (vis_data) and metrics.json to the work
         dir. Distributed: torchrun --nproc_per_node=N -m fltool train CONFIG --launcher pytorch.
         """
@@ -103,8 +117,10 @@ def register(app: typer.Typer) -> None:
             return
         from fltool.engine.train import DEFAULT_CONFIG, TrainOptions, train as run_train
 
-        opts = TrainOptions(config=config or DEFAULT_CONFIG, work_dir=work_dir, cfg_options=cfg_options,
-                            resume=resume, load_from=load_from, amp=amp, launcher=launcher.value, seed=seed,
+        data_opts = data_options(data, data_format, val_fraction, img_size)
+        opts = TrainOptions(config=config or (None if data_opts else DEFAULT_CONFIG), work_dir=work_dir,
+                            cfg_options=cfg_options, resume=resume, load_from=load_from, pretrained=pretrained,
+                            data=data_opts, amp=amp, launcher=launcher.value, seed=seed,
                             deterministic=deterministic, max_iters=max_iters, max_epochs=max_epochs,
                             val_interval=val_interval, data_check=data_check.value, tensorboard=tensorboard,
                             trust_checkpoint=trust_checkpoint)
@@ -115,7 +131,8 @@ def register(app: typer.Typer) -> None:
         if result.metrics_file is None:  # a non-zero rank of a distributed run: rank 0 reports
             return
         caption = f"COCO bbox, val split; {result.iterations} iterations in {result.wall_s:.0f} s wall"
-        console.print(metrics_table(result.metrics, f"fltool train: {opts.config}", caption))
+        title = Path(result.config).stem if data_opts else opts.config
+        console.print(metrics_table(result.metrics, f"fltool train: {title}", caption))
         if result.metrics.get("per_class_AP"):
             console.print(per_class_table(result.metrics["per_class_AP"], "COCO AP per class, val split"))
         console.print(f"work dir:   {result.work_dir}\ncheckpoint: {result.checkpoint}\nmetrics:    "
@@ -139,6 +156,10 @@ def register(app: typer.Typer) -> None:
                                                         "(default: its folder's images/).")] = None,
         num_images: Annotated[Optional[int], typer.Option("--num-images", min=1,
                                                           help="Evaluate the first N images only.")] = None,
+        data: DataOpt = None,
+        data_format: FormatOpt = None,
+        val_fraction: ValFractionOpt = None,
+        img_size: ImgSizeOpt = None,
         trust_checkpoint: TrustOpt = False,
         launcher: LauncherOpt = Launcher.none,
         backend: Annotated[Backend, typer.Option("--backend", help="pytorch, or onnxruntime: CHECKPOINT is then the "
@@ -146,14 +167,20 @@ def register(app: typer.Typer) -> None:
                            ] = Backend.pytorch,
         local_rank: LocalRankOpt = None,
     ) -> None:
-        """Evaluate a checkpoint: COCO bbox AP, AP50, AP75, APs, APm, APl (and per class)."""
+        """Evaluate a checkpoint: COCO bbox AP, AP50, AP75, APs, APm, APl (and per class).
+
+        With --data, on the val split of that dataset (the same split fltool train --data used)."""
         from fltool.engine.evaluate import EvalOptions, evaluate as run_eval
 
-        opts = EvalOptions(config=config, checkpoint=checkpoint, work_dir=work_dir, cfg_options=cfg_options,
-                           ann_file=ann_file, img_dir=img_dir, per_class=per_class, show_dir=show_dir,
-                           score_thr=score_thr, num_images=num_images, trust_checkpoint=trust_checkpoint,
-                           launcher=launcher.value, backend=backend.value)
+        data_opts = data_options(data, data_format, val_fraction, img_size)
+        if data_opts is not None and ann_file is not None:
+            raise typer.BadParameter("give the data once: --data or --ann-file")
         with ProgressDisplay(err_console) as display:
+            config, work_dir = with_data(config, data_opts, work_dir, display)
+            opts = EvalOptions(config=config, checkpoint=checkpoint, work_dir=work_dir, cfg_options=cfg_options,
+                               ann_file=ann_file, img_dir=img_dir, per_class=per_class, show_dir=show_dir,
+                               score_thr=score_thr, num_images=num_images, trust_checkpoint=trust_checkpoint,
+                               launcher=launcher.value, backend=backend.value)
             result = run_eval(opts, progress=display)
         for note in result.notes:
             err_console.print(f"note: {note}", highlight=False, soft_wrap=True)

@@ -8,7 +8,8 @@ import typer
 from rich.console import Console
 from typing_extensions import Annotated
 
-from fltool.cli.common import CfgOptionsOpt, ConfigArg, command, console, err_console, fmt, table
+from fltool.cli.common import CfgOptionsOpt, command, console, err_console, fmt, table
+from fltool.cli.dataopts import DataOpt, FormatOpt, ImgSizeOpt, ValFractionOpt, data_options, sweep_data_config
 from fltool.cli.progress import ProgressDisplay, metrics_line
 from fltool.cli.runs import Launcher, LauncherOpt, LocalRankOpt
 from fltool.engine.runner import ProgressEvent
@@ -133,7 +134,9 @@ def register(app: typer.Typer) -> None:
 
     @command(app, "sweep", help=SWEEP_HELP)
     def sweep(
-        config: ConfigArg,
+        config: Annotated[Optional[str], typer.Argument(
+            help="Config file or name (see `fltool train --list`); with --data, the model and schedule (default "
+                 "retinanet_r18-gn_scratch).", show_default=False)] = None,
         set_: Annotated[Optional[List[str]], typer.Option(
             "--set", "-s", help="An axis: KEY=V1,V2,... (repeatable; loss.X = model.bbox_head.loss_cls.X; "
                                 "loss=PRESET,... for whole losses).", show_default=False)] = None,
@@ -155,9 +158,16 @@ def register(app: typer.Typer) -> None:
         report_only: Annotated[bool, typer.Option(
             "--report-only", help="Build the table from the finished runs; train nothing.")] = False,
         local_rank: LocalRankOpt = None,
+        data: DataOpt = None,
+        data_format: FormatOpt = None,
+        val_fraction: ValFractionOpt = None,
+        img_size: ImgSizeOpt = None,
     ) -> None:
         from fltool.engine.sweep import SweepOptions, list_points as engine_list_points, run_sweep
         from fltool.errors import TrainingError
+
+        config, work_dir = sweep_data_config(config, data_options(data, data_format, val_fraction, img_size),
+                                             work_dir)
 
         opts = SweepOptions(config=config, axes=list(set_ or []), seeds=_parse_seeds(seeds), work_dir=work_dir,
                             cfg_options=list(cfg_options or []) or None, max_iters=max_iters,

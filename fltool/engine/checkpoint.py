@@ -43,6 +43,11 @@ def trusted(path: Union[str, os.PathLike, None]) -> Iterator[None]:
         _trusted.discard(key)
 
 
+def is_trusted(path: Union[str, os.PathLike]) -> bool:
+    """Whether ``path`` (a file, or a name such as ``torchvision://resnet50``) is being trusted."""
+    return _key(path) in _trusted
+
+
 def _mmengine_safe_globals() -> list:
     """Classes MMEngine (and numpy 1/2) put into checkpoints whose unpickling runs no file-chosen code."""
     import numpy as np

@@ -181,6 +181,9 @@ def dataset_paths(cfg: Any, split: str) -> tuple[Optional[Path], Optional[Path]]
 
 def check_data_paths(cfg: Any, splits: tuple[str, ...]) -> None:
     """A missing annotation file or image folder is one error naming it (before MMEngine builds anything)."""
+    if cfg.get("fltool_data_recipe"):
+        raise ConfigError("this config is a recipe for your own data: a model and schedule without a dataset",
+                          "give the data with it: fltool train --data PATH CONFIG")
     for split in splits:
         ann, img_dir = dataset_paths(cfg, split)
         if ann is not None and not ann.is_file():

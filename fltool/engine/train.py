@@ -1,11 +1,12 @@
 """``fltool train``: MMEngine's Runner with fltool's checks, progress reporting, metrics file and clean stops."""
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -23,11 +24,13 @@ METRIC_NAMES = {"bbox_mAP": "AP", "bbox_mAP_50": "AP50", "bbox_mAP_75": "AP75", 
 
 @dataclass
 class TrainOptions:
-    config: str = DEFAULT_CONFIG
+    config: Optional[str] = DEFAULT_CONFIG  # with ``data``: the recipe (None: datasource.DEFAULT_RECIPE)
     work_dir: Optional[Path] = None
     cfg_options: Union[Sequence[str], dict, None] = None
     resume: Optional[str] = None  # None, "auto" or a checkpoint path
-    load_from: Optional[Path] = None
+    load_from: Union[str, Path, None] = None  # a file, zoo name or URL: a whole detector to start from
+    pretrained: Optional[str] = None  # a file, torchvision://NAME or open-mmlab://NAME: the backbone's init
+    data: Any = None  # fltool.engine.datasource.DataOptions: train on this dataset (--data)
     amp: bool = False
     launcher: str = "none"
     seed: Optional[int] = None
@@ -49,6 +52,7 @@ class TrainResult:
     iterations: int
     wall_s: float
     notes: list = field(default_factory=list)
+    config: str = ""  # the config that ran (with --data: the one written into the work dir)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -166,6 +170,10 @@ def prepare_train_config(opts: TrainOptions, progress: ProgressFn = rn._noop) ->
         cfg.resume, cfg.load_from = True, str(opts.resume)
     elif opts.load_from:
         cfg.load_from = str(opts.load_from)
+    if opts.pretrained:
+        from fltool.engine.weights import set_backbone_init
+
+        set_backbone_init(cfg, str(opts.pretrained), opts.trust_checkpoint)
     cfg.launcher = opts.launcher
     if opts.launcher != "none":
         compat.distributed_cfg_overrides(cfg)
@@ -212,6 +220,10 @@ def check_training_data(cfg: Any, mode: str, progress: ProgressFn = rn._noop) ->
         out = Path(cfg.work_dir) / "data" / f"{split}_checked.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         n_img, n_ann = drop_bad_records(ann, report, out)
+        if n_img >= report.num_images:
+            raise DataError(f"{split} data {ann}: every image has errors ({summary}), none is left to "
+                            f"{'train' if split == 'train' else 'evaluate'} on",
+                            f"run `fltool data check {ann}` for the full report and fix the data")
         dataset = cfg[f"{split}_dataloader"]["dataset"]
         while "dataset" in dataset and "ann_file" not in dataset:
             dataset = dataset["dataset"]
@@ -320,6 +332,14 @@ def train(opts: TrainOptions, progress: ProgressFn = rn._noop) -> TrainResult:
     if opts.launcher != "none":
         compat.init_distributed(opts.launcher)
     progress(ProgressEvent("stage", "loading config"))
+    if opts.data is not None:  # --data: the recipe + the dataset, written out as the config to run
+        from fltool.engine.datasource import training_config
+
+        generated = training_config(opts.config, opts.data, opts.work_dir, opts.cfg_options, opts.data_check,
+                                    progress, opts.max_iters)
+        for note in generated.notes:
+            progress(ProgressEvent("note", note))
+        opts = replace(opts, config=str(generated.path), cfg_options=None, work_dir=generated.work_dir, data=None)
     cfg = prepare_train_config(opts, progress)
     notes = check_training_data(cfg, opts.data_check, progress)
     Path(cfg.work_dir).mkdir(parents=True, exist_ok=True)
@@ -334,11 +354,18 @@ def train(opts: TrainOptions, progress: ProgressFn = rn._noop) -> TrainResult:
         rn.quiet_console_logging(runner)
         from fltool_plugins.hooks import StopRequestHook, TrainingStopped
 
+        from fltool.engine.weights import describe_start
+
+        for note in describe_start(runner.model, cfg, opts.trust_checkpoint):
+            progress(ProgressEvent("note", note))
         runner.register_hook(_make_progress_hook(progress, sink))
         runner.register_hook(StopRequestHook(stop))
         stop.install()
         try:
-            with rn.translate_errors(), trusted(cfg.load_from if opts.trust_checkpoint else None):
+            with rn.translate_errors(), contextlib.ExitStack() as trust:
+                if opts.trust_checkpoint:
+                    trust.enter_context(trusted(cfg.load_from))
+                    trust.enter_context(trusted(opts.pretrained))
                 runner.train()
         except TrainingStopped as exc:
             raise Interrupted(f"{exc}; checkpoint saved: {exc.checkpoint}",
@@ -359,7 +386,8 @@ def train(opts: TrainOptions, progress: ProgressFn = rn._noop) -> TrainResult:
                 from mmengine.dist import is_main_process
 
                 return TrainResult(Path(cfg.work_dir).resolve(), metrics, metrics_file if is_main_process() else None,
-                                   Path(last) if last else None, int(runner.iter), time.time() - start, notes)
+                                   Path(last) if last else None, int(runner.iter), time.time() - start, notes,
+                                   str(opts.config))
             if runner.val_loop is not None:
                 # No results to keep (e.g. stopped between the last checkpoint and its evaluation): evaluate now.
                 notes.append(f"nothing left to train: the run finished at iteration {runner.iter}; evaluated its "
@@ -389,4 +417,4 @@ def train(opts: TrainOptions, progress: ProgressFn = rn._noop) -> TrainResult:
     if bad:
         notes.append(f"metrics {bad} are not finite (no detections?)")
     return TrainResult(Path(cfg.work_dir).resolve(), metrics, metrics_file, Path(last) if last else None,
-                       int(runner.iter), time.time() - start, notes)
+                       int(runner.iter), time.time() - start, notes, str(opts.config))

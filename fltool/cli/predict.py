@@ -1,0 +1,79 @@
+"""``fltool predict``: a thin wrapper over fltool.engine.predict."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from fltool.cli.common import command, console, err_console, table
+from fltool.cli.progress import ProgressDisplay
+from fltool.errors import DataError
+
+
+def register(app: typer.Typer) -> None:
+    """Add the predict command to the root app."""
+
+    @command(app, "predict")
+    def predict(
+        target: Annotated[Path, typer.Argument(help="A checkpoint (.pth) or the work dir of a run (its last "
+                                                    "checkpoint and the config saved beside it).",
+                                               show_default=False)],
+        inputs: Annotated[List[str], typer.Argument(help="Image files, folders (searched recursively), globs "
+                                                         "('imgs/*.jpg') and videos OpenCV can read.",
+                                                    show_default=False)],
+        out_dir: Annotated[Optional[Path], typer.Option(
+            "--out-dir", help="Output folder (default: work_dirs/predict_<run folder name>).")] = None,
+        score_thr: Annotated[float, typer.Option("--score-thr", min=0.0, max=1.0,
+                                                 help="Keep detections with at least this score.")] = 0.3,
+        batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")] = 1,
+        device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+        classes: Annotated[Optional[List[str]], typer.Option(
+            "--classes", help="Keep only these classes (names, comma-separated or repeated).",
+            show_default=False)] = None,
+        stride: Annotated[int, typer.Option("--stride", min=1, help="Videos: predict on every N-th frame.")] = 1,
+        no_draw: Annotated[bool, typer.Option("--no-draw", help="Do not write the drawn images.")] = False,
+        config: Annotated[Optional[str], typer.Option(
+            "--config", help="The config to build the model from (default: the one saved beside the "
+                             "checkpoint).", show_default=False)] = None,
+        trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Allow full unpickling of the "
+                                                       "checkpoint (only for files you trust).")] = False,
+    ) -> None:
+        """Detect objects in images and videos with a trained model; write drawn images, label files, a CSV and a
+        COCO-results JSON.
+
+        Output folder: <name>.jpg (boxes, class, score drawn), labels/<name>.txt (class x_center y_center width
+        height score, normalised), detections.csv (pixels), detections.json (COCO results for all inputs),
+        summary.json. A file that cannot be read is named and skipped; the exit code is then 1.
+        """
+        from fltool.engine.predict import PredictOptions, predict as run_predict
+
+        opts = PredictOptions(target=target, inputs=inputs, out_dir=out_dir, config=config, score_thr=score_thr,
+                              batch_size=batch_size, device=device, classes=classes, stride=stride,
+                              draw=not no_draw, trust_checkpoint=trust_checkpoint)
+        with ProgressDisplay(err_console) as display:
+            result = run_predict(opts, progress=display)
+        for item, reason in result.failed:
+            err_console.print(f"skipped: {item}: {reason}", highlight=False, soft_wrap=True, markup=False)
+        t = result.timing
+        rows = [["images", result.images], ["detections", sum(result.detections_per_class.values())]]
+        rows += [[f"  {name}", n] for name, n in result.detections_per_class.items()]
+
+        def ms(key: str) -> str:
+            return "n/a" if t.get(key) is None else f"{t[key]:.1f}"
+
+        rows += [["ms per image: model", ms("model_ms")], ["ms per image: preprocessing", ms("preprocess_ms")],
+                 ["ms per image: all (read to written)", ms("total_ms")]]
+        if result.failed:
+            rows.append(["failed inputs", len(result.failed)])
+        caption = (f"score >= {opts.score_thr:g}; measured on {t['device']} ({t['device_name']}), batch "
+                   f"{t['batch_size']}, {t['threads']} threads")
+        console.print(table(f"fltool predict: {result.checkpoint.name}", ["", "value"], rows, caption=caption))
+        console.print(f"output:     {result.out_dir}\ndetections: {result.files['detections']}\n"
+                      f"rows:       {result.files['rows']}", highlight=False)
+        if result.failed:
+            item, reason = result.failed[0]
+            more = f" (and {len(result.failed) - 1} more, listed above)" if len(result.failed) > 1 else ""
+            raise DataError(f"{len(result.failed)} input(s) could not be read: {item}: {reason}{more}",
+                            f"the other {result.images} image(s) were predicted and written to {result.out_dir}")

@@ -1,0 +1,261 @@
+"""``fltool predict``: a trained detector applied to images, folders, globs and videos.
+
+The steps are kept apart so that another backend can take the model's place:
+
+- :class:`Preprocessor`: MMDetection's test pipeline of the run's config (its ``LoadAnnotations`` left out, a
+  video frame loaded from memory) and the model's ``data_preprocessor`` (normalisation, padding, batching) turn
+  images into ``(inputs, data_samples)``: an (N, 3, H, W) tensor and the per-image metadata (scale factors);
+- a backend, :class:`TorchBackend` here, is one call from that batch to detections in the original images'
+  pixels: ``backend(inputs, data_samples) -> [(bboxes, scores, labels), ...]``;
+- :mod:`fltool.engine.predict_output` writes drawings, label files, CSV and COCO-results JSON.
+
+The config and checkpoint come from the work dir or checkpoint given (:func:`fltool.engine.workdir.resolve_run`),
+the class names from the checkpoint (:func:`~fltool.engine.workdir.checkpoint_classes`); the weights are loaded
+strictly. The same preprocessing and model call as ``fltool eval`` give the same boxes for the same images.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from fltool.engine.predict_inputs import Frame, count, expand, frames
+from fltool.engine.predict_output import ImageDetections, OutputWriter
+from fltool.engine.runner import ProgressEvent, ProgressFn, _noop
+from fltool.errors import CheckpointError, ConfigError, DataError
+
+Detections = tuple  # (bboxes (N, 4) xyxy, scores (N,), labels (N,)) as numpy arrays, original image pixels
+Backend = Callable[[Any, Sequence[Any]], list]
+
+
+@dataclass
+class PredictOptions:
+    target: Path  # a checkpoint or a work dir
+    inputs: Sequence[str]
+    out_dir: Optional[Path] = None
+    config: Optional[str] = None
+    score_thr: float = 0.3
+    batch_size: int = 1
+    device: str = "cpu"
+    classes: Optional[Sequence[str]] = None
+    stride: int = 1
+    draw: bool = True
+    trust_checkpoint: bool = False
+
+
+@dataclass
+class PredictResult:
+    out_dir: Path
+    config: Path
+    checkpoint: Path
+    classes: tuple
+    device: str
+    images: int
+    detections_per_class: dict
+    failed: list  # (input, reason)
+    timing: dict  # ms per image: model, preprocess, total; and what they were measured on
+    files: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+
+class Preprocessor:
+    """Images (files or decoded frames) to the batch the model takes: test pipeline + data_preprocessor."""
+
+    def __init__(self, cfg: Any, data_preprocessor: Any) -> None:
+        from mmengine.dataset import Compose
+
+        pipeline = (cfg.get("test_dataloader") or {}).get("dataset", {}).get("pipeline") or cfg.get("test_pipeline")
+        if not pipeline:
+            raise ConfigError("the run's config has no test pipeline", "predict needs test_dataloader.dataset."
+                                                                       "pipeline (Load -> Resize -> Pack)")
+        steps = [dict(step) for step in pipeline if "LoadAnnotations" not in str(step.get("type"))]
+        if "Load" not in str(steps[0].get("type")):
+            raise ConfigError(f"the test pipeline starts with {steps[0].get('type')}, not an image loader")
+        load = dict(steps[0], check_size=False) if steps[0]["type"] == "LoadImageChecked" else steps[0]
+        self.load_file = Compose([load])
+        self.load_array = Compose([dict(type="mmdet.LoadImageFromNDArray")])
+        self.transform = Compose(steps[1:])
+        self.data_preprocessor = data_preprocessor
+
+    def item(self, frame: Frame, index: int) -> tuple[dict, np.ndarray]:
+        """(packed inputs of one image, the original image as decoded); raises on an unreadable file."""
+        if frame.image is not None:
+            results = self.load_array(dict(img=frame.image, img_id=index, img_path=str(frame.source.path)))
+        else:
+            results = self.load_file(dict(img_path=str(frame.source.path), img_id=index))
+        original = results["img"]
+        return self.transform(results), original
+
+    def batch(self, packed: Sequence[dict]) -> tuple[Any, list]:
+        from mmengine.dataset import pseudo_collate
+
+        data = self.data_preprocessor(pseudo_collate(list(packed)), False)
+        return data["inputs"], data["data_samples"]
+
+
+class TorchBackend:
+    """The PyTorch model as a backend: one batch in, detections in original image pixels out."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __call__(self, inputs: Any, data_samples: Sequence[Any]) -> list:
+        import torch
+
+        with torch.no_grad():
+            results = self.model(inputs, list(data_samples), mode="predict")
+        out = []
+        for sample in results:
+            pred = sample.pred_instances
+            out.append((pred.bboxes.float().cpu().numpy(), pred.scores.float().cpu().numpy(),
+                        pred.labels.cpu().numpy().astype(np.int64)))
+        return out
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA GPU is available here", "use --device cpu")
+    if not (name == "cpu" or name.startswith("cuda")):
+        raise ConfigError(f"unknown device '{name}'", "use cpu, cuda or cuda:N")
+    return name
+
+
+def load_model(opts: PredictOptions, progress: ProgressFn = _noop) -> tuple[Any, Any, Any, tuple]:
+    """(config, model on the device in eval mode, run files, class names) of the run ``opts.target`` names."""
+    from fltool import compat
+    from fltool.engine import runner as rn
+    from fltool.engine.checkpoint import checkpoint_state_dict
+    from fltool.engine.config import load_config
+    from fltool.engine.datasource import config_classes
+    from fltool.engine.workdir import checkpoint_classes, resolve_run
+
+    compat.apply()
+    run = resolve_run(Path(opts.target), opts.config, opts.trust_checkpoint)
+    progress(ProgressEvent("stage", f"loading {run.checkpoint.name} (config: {run.config.name})"))
+    cfg = load_config(run.config)
+    rn.harden(cfg)
+    rn.check_types(cfg)
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+
+    init_default_scope("mmdet")
+    with rn.translate_errors():
+        model = MODELS.build(cfg.model)
+    state = checkpoint_state_dict(run.checkpoint, trust=opts.trust_checkpoint)
+    rn.load_weights_strict(model, state, str(run.checkpoint))
+    head = cfg.model.get("bbox_head") or {}
+    classes = checkpoint_classes(run.checkpoint, opts.trust_checkpoint) or config_classes(cfg)
+    num_classes = head.get("num_classes") or (len(classes) if classes else 0)
+    if classes is None:
+        classes = tuple(f"class{i}" for i in range(num_classes))
+    if len(classes) != num_classes:
+        raise CheckpointError(f"{run.checkpoint} names {len(classes)} classes but its model has {num_classes}",
+                              "give the config the checkpoint was trained with (--config)")
+    model.to(_device(opts.device)).eval()
+    return cfg, model, run, tuple(classes)
+
+
+def _colours(cfg: Any, n: int) -> list:
+    from fltool.engine.datasource import _innermost, palette
+
+    loader = cfg.get("test_dataloader") or {}
+    meta = (_innermost(loader.get("dataset") or {}).get("metainfo") or {}) if loader else {}
+    given = list(meta.get("palette") or [])
+    return [tuple(c) for c in given] if len(given) >= n else palette(n)
+
+
+def _class_filter(classes: tuple, wanted: Optional[Sequence[str]]) -> Optional[np.ndarray]:
+    if not wanted:
+        return None
+    names = [n.strip() for item in wanted for n in str(item).split(",") if n.strip()]
+    unknown = [n for n in names if n not in classes]
+    if unknown:
+        raise ConfigError(f"--classes {', '.join(unknown)}: not a class of this model",
+                          f"its classes: {', '.join(classes)}")
+    return np.array([classes.index(n) for n in names], dtype=np.int64)
+
+
+def predict(opts: PredictOptions, progress: ProgressFn = _noop, backend: Optional[Backend] = None) -> PredictResult:
+    """Run the model over the inputs and write the outputs (see the module docstring)."""
+    import torch
+
+    from fltool.fileio import cpu_name
+
+    if opts.batch_size < 1 or opts.stride < 1:
+        raise ConfigError("--batch-size and --stride must be at least 1")
+    sources, failed = expand(opts.inputs)
+    if not sources:
+        first = failed[0] if failed else ("", "no input given")
+        raise DataError(f"nothing to predict on: {first[0]}: {first[1]}", "give image files, folders, globs or "
+                                                                          "videos")
+    cfg, model, run, classes = load_model(opts, progress)
+    keep = _class_filter(classes, opts.classes)
+    out_dir = Path(opts.out_dir) if opts.out_dir else Path("work_dirs") / f"predict_{run.checkpoint.parent.name}"
+    writer = OutputWriter(out_dir, classes, _colours(cfg, len(classes)), opts.draw)
+    pre = Preprocessor(cfg, model.data_preprocessor)
+    backend = backend or TorchBackend(model)
+    total = count(sources, opts.stride)
+    per_class = dict.fromkeys(classes, 0)
+    timing = {"model_s": 0.0, "preprocess_s": 0.0}
+    done = 0
+    start = time.perf_counter()
+    progress(ProgressEvent("stage", "predicting", 0, total))
+
+    def flush(batch: list) -> None:
+        nonlocal done
+        t0 = time.perf_counter()
+        inputs, samples = pre.batch([packed for _, packed, _ in batch])
+        t1 = time.perf_counter()
+        outputs = backend(inputs, samples)
+        if str(opts.device).startswith("cuda"):
+            torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        timing["preprocess_s"] += t1 - t0
+        timing["model_s"] += t2 - t1
+        for (frame, _, original), (bboxes, scores, labels) in zip(batch, outputs):
+            mask = scores >= opts.score_thr
+            if keep is not None:
+                mask &= np.isin(labels, keep)
+            det = ImageDetections(frame.name, frame.source.path, frame.frame, original.shape[1],
+                                  original.shape[0], bboxes[mask], scores[mask], labels[mask])
+            for label in det.labels.tolist():
+                per_class[classes[label]] += 1
+            writer.add(det, original)
+        done += len(batch)
+        progress(ProgressEvent("stage", "predicting", done, max(total, done)))
+
+    pending: list = []
+    for frame in frames(sources, opts.stride, failed):
+        t0 = time.perf_counter()
+        try:
+            packed, original = pre.item(frame, done + len(pending))
+        except Exception as exc:  # noqa: BLE001 - one unreadable input is named and skipped, the rest goes on
+            failed.append((str(frame.source.path), " ".join(str(exc).split())[:160]))
+            continue
+        timing["preprocess_s"] += time.perf_counter() - t0
+        pending.append((frame, packed, original))
+        if len(pending) == opts.batch_size:
+            flush(pending)
+            pending = []
+    if pending:
+        flush(pending)
+    if done != total:  # a video's frame count was an estimate, or inputs failed: end the bar where it stopped
+        progress(ProgressEvent("stage", "predicting", done, done))
+    wall = time.perf_counter() - start
+    images = writer.images
+    per_image = {k.replace("_s", "_ms"): (1000 * v / images if images else None) for k, v in timing.items()}
+    per_image["total_ms"] = 1000 * wall / images if images else None
+    device_name = torch.cuda.get_device_name(0) if str(opts.device).startswith("cuda") else cpu_name()
+    per_image.update(device=opts.device, device_name=device_name, threads=torch.get_num_threads(),
+                     batch_size=opts.batch_size)
+    summary = {"checkpoint": str(run.checkpoint), "config": str(run.config), "classes": list(classes),
+               "images": images, "detections_per_class": per_class, "score_thr": opts.score_thr,
+               "failed": [{"input": i, "reason": r} for i, r in failed], "timing": per_image}
+    files = writer.close(summary)
+    return PredictResult(out_dir, run.config, run.checkpoint, classes, opts.device, images, per_class, failed,
+                         per_image, files)
