@@ -56,30 +56,70 @@ def read_meta(onnx_file: Union[str, Path]) -> Any:
                               "export the checkpoint with fltool export") from None
 
 
+def onnx_file_for(checkpoint: Path, *, out_dir: Path, config: str, cfg_options: Any = None, trust: bool = False,
+                  progress: ProgressFn = _noop, notes: Optional[list] = None) -> Path:
+    """The ONNX file that runs ``checkpoint``: an .onnx as it is; a .pth exported first (any input size, no check)
+    into ``out_dir/<checkpoint stem>.onnx``, with a note saying so."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.suffix == ".onnx":
+        return checkpoint
+    from fltool.deploy.onnx_export import ExportOptions, export_onnx
+
+    out = Path(out_dir) / f"{checkpoint.stem}.onnx"
+    progress(ProgressEvent("stage", f"exporting {checkpoint.name} to ONNX"))
+    export_onnx(ExportOptions(target=checkpoint, out=out, config=config, cfg_options=cfg_options, check=False,
+                              trust_checkpoint=trust))
+    if notes is not None:
+        notes.append(f"{checkpoint.name} exported to {out} for ONNX Runtime")
+    return out
+
+
+def check_meta_fits(meta: Any, onnx_file: Path, classes: Optional[Sequence[str]], data_preprocessor: dict) -> None:
+    """The file's classes, normalisation and channel order must be the config's (when it names them): a
+    CheckpointError naming the first difference otherwise."""
+    import numpy as np
+
+    hint = "give the ONNX file of a model trained with this config"
+    if classes and list(meta.classes) != list(classes):
+        raise CheckpointError(f"{onnx_file} was exported for classes {meta.classes}; the config's test set has "
+                              f"{list(classes)}", hint)
+    prep, want = meta.preprocess, dict(data_preprocessor or {})
+    for key, default in (("mean", [0.0] * 3), ("std", [1.0] * 3)):
+        given = want.get(key) if want.get(key) is not None else default
+        if not np.allclose(np.asarray(prep[key], dtype=float), np.asarray(given, dtype=float).ravel(), atol=1e-4):
+            raise CheckpointError(f"{onnx_file} normalises with {key} {prep[key]}; the config's data_preprocessor "
+                                  f"has {list(given)}", hint)
+    if bool(prep["bgr_to_rgb"]) != bool(want.get("bgr_to_rgb") or want.get("rgb_to_bgr")):
+        conversion = "converts BGR to RGB" if prep["bgr_to_rgb"] else "keeps OpenCV's BGR"
+        raise CheckpointError(f"{onnx_file} {conversion}; the config's data_preprocessor does not", hint)
+
+
 def onnxruntime_model(cfg: Any, checkpoint: Path, *, config: str, cfg_options: Any = None,
                       work_dir: Optional[Path] = None, trust: bool = False, threads: Optional[int] = None,
                       progress: ProgressFn = _noop, notes: Optional[list] = None) -> dict:
     """The model config that runs ``checkpoint`` with ONNX Runtime: an .onnx file as it is, a .pth exported first
-    (any input size, into ``work_dir``). The file's classes must be the config's."""
-    checkpoint = Path(checkpoint)
-    if checkpoint.suffix != ".onnx":
-        from fltool.deploy.onnx_export import ExportOptions, export_onnx
-
-        out = Path(work_dir or cfg.work_dir) / f"{checkpoint.stem}.onnx"
-        progress(ProgressEvent("stage", f"exporting {checkpoint.name} to ONNX"))
-        export_onnx(ExportOptions(target=checkpoint, out=out, config=config, cfg_options=cfg_options, check=False,
-                                  trust_checkpoint=trust))
-        if notes is not None:
-            notes.append(f"{checkpoint.name} exported to {out} for ONNX Runtime")
-        checkpoint = out
-    meta = read_meta(checkpoint)
-    classes = list((cfg.test_dataloader.dataset.get("metainfo") or {}).get("classes") or [])
-    if classes and list(meta.classes) != classes:
-        raise CheckpointError(f"{checkpoint} was exported for classes {meta.classes}; the config's test set has "
-                              f"{classes}", "give the ONNX file of a model trained with this config")
+    (any input size, into ``work_dir``). The file's classes and normalisation must be the config's."""
+    onnx_file = onnx_file_for(checkpoint, out_dir=Path(work_dir or cfg.work_dir), config=config,
+                              cfg_options=cfg_options, trust=trust, progress=progress, notes=notes)
     prep = copy.deepcopy(dict(cfg.model.get("data_preprocessor") or {}))
+    check_meta_fits(read_meta(onnx_file), onnx_file,
+                    (cfg.test_dataloader.dataset.get("metainfo") or {}).get("classes"), prep)
     prep["pad_size_divisor"] = 1  # the file pads to its size divisor (or to its fixed size) itself
-    return dict(type="OnnxRuntimeDetector", onnx_file=str(checkpoint), data_preprocessor=prep, threads=threads)
+    return dict(type="OnnxRuntimeDetector", onnx_file=str(onnx_file), data_preprocessor=prep, threads=threads)
+
+
+def meta_inputs(meta: Any) -> tuple[list, dict]:
+    """(test pipeline, data preprocessor config) that turn image files into the file's input, as its metadata says:
+    fltool's checked loader, MMDetection's Resize, normalisation and channel order (padding left to the graph)."""
+    prep = meta.preprocess
+    pipeline = [dict(type="LoadImageChecked", check_size=False),
+                dict(type="mmdet.Resize", scale=tuple(prep["resize"]["scale"]),
+                     keep_ratio=prep["resize"]["keep_ratio"]),
+                dict(type="mmdet.PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape",
+                                                            "scale_factor"))]
+    data_preprocessor = dict(type="mmdet.DetDataPreprocessor", mean=prep["mean"], std=prep["std"],
+                             bgr_to_rgb=prep["bgr_to_rgb"], pad_size_divisor=1, pad_value=prep.get("pad_value", 0))
+    return pipeline, data_preprocessor
 
 
 def check_checkpoint_for(backend: str, checkpoint: Path) -> None:
