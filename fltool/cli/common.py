@@ -10,6 +10,7 @@ import functools
 import os
 import sys
 import traceback
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
@@ -139,6 +140,13 @@ def fmt(value: Any) -> str:
             return "n/a"
         return f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
     return str(value)
+
+
+class Backend(str, Enum):
+    """The runtimes of fltool.deploy.backends (eval and predict take one)."""
+
+    pytorch = "pytorch"
+    onnxruntime = "onnxruntime"
 
 
 # Shared option aliases: declared once, used by every command that takes them.

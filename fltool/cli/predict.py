@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from fltool.cli.common import command, console, err_console, table
+from fltool.cli.common import Backend, command, console, err_console, table
 from fltool.cli.progress import ProgressDisplay
 from fltool.errors import DataError
 
@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
     @command(app, "predict")
     def predict(
         target: Annotated[Path, typer.Argument(help="A checkpoint (.pth) or the work dir of a run (its last "
-                                                    "checkpoint and the config saved beside it).",
+                                                    "checkpoint and the config saved beside it); with --backend "
+                                                    "onnxruntime also the .onnx file of fltool export.",
                                                show_default=False)],
         inputs: Annotated[List[str], typer.Argument(help="Image files, folders (searched recursively), globs "
                                                          "('imgs/*.jpg') and videos OpenCV can read.",
@@ -36,9 +37,15 @@ def register(app: typer.Typer) -> None:
         no_draw: Annotated[bool, typer.Option("--no-draw", help="Do not write the drawn images.")] = False,
         config: Annotated[Optional[str], typer.Option(
             "--config", help="The config to build the model from (default: the one saved beside the "
-                             "checkpoint).", show_default=False)] = None,
+                             "checkpoint); for an .onnx file, the config its classes and normalisation must match "
+                             "(default: the one its metadata names, if it lies beside the file).",
+            show_default=False)] = None,
         trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Allow full unpickling of the "
                                                        "checkpoint (only for files you trust).")] = False,
+        backend: Annotated[Backend, typer.Option("--backend", help="pytorch, or onnxruntime: an .onnx file of fltool "
+                                                 "export runs as it is (classes and preprocessing from its metadata); "
+                                                 "a checkpoint or work dir is exported into the output folder first.")
+                           ] = Backend.pytorch,
     ) -> None:
         """Detect objects in images and videos with a trained model; write drawn images, label files, a CSV and a
         COCO-results JSON.
@@ -51,9 +58,11 @@ def register(app: typer.Typer) -> None:
 
         opts = PredictOptions(target=target, inputs=inputs, out_dir=out_dir, config=config, score_thr=score_thr,
                               batch_size=batch_size, device=device, classes=classes, stride=stride,
-                              draw=not no_draw, trust_checkpoint=trust_checkpoint)
+                              draw=not no_draw, trust_checkpoint=trust_checkpoint, backend=backend.value)
         with ProgressDisplay(err_console) as display:
             result = run_predict(opts, progress=display)
+        for note in result.notes:
+            err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
         for item, reason in result.failed:
             err_console.print(f"skipped: {item}: {reason}", highlight=False, soft_wrap=True, markup=False)
         t = result.timing
@@ -67,9 +76,11 @@ def register(app: typer.Typer) -> None:
                  ["ms per image: all (read to written)", ms("total_ms")]]
         if result.failed:
             rows.append(["failed inputs", len(result.failed)])
+        runtime = "ONNX Runtime, intra-op" if result.backend == "onnxruntime" else "PyTorch"
         caption = (f"score >= {opts.score_thr:g}; measured on {t['device']} ({t['device_name']}), batch "
-                   f"{t['batch_size']}, {t['threads']} threads")
-        console.print(table(f"fltool predict: {result.checkpoint.name}", ["", "value"], rows, caption=caption))
+                   f"{t['batch_size']}, {t['threads']} threads ({runtime})")
+        model = f"{result.onnx_file.name} (ONNX Runtime)" if result.onnx_file else result.checkpoint.name
+        console.print(table(f"fltool predict: {model}", ["", "value"], rows, caption=caption))
         console.print(f"output:     {result.out_dir}\ndetections: {result.files['detections']}\n"
                       f"rows:       {result.files['rows']}", highlight=False)
         if result.failed:

@@ -8,8 +8,8 @@ from typing import Any, Optional
 import typer
 from typing_extensions import Annotated
 
-from fltool.cli.common import (CfgOptionsOpt, CheckpointArg, ConfigArg, WorkDirOpt, command, console, err_console,
-                               table)
+from fltool.cli.common import (Backend, CfgOptionsOpt, CheckpointArg, ConfigArg, WorkDirOpt, command, console,
+                               err_console, table)
 from fltool.cli.dataopts import DataOpt, FormatOpt, ImgSizeOpt, ValFractionOpt, data_options, with_data
 from fltool.cli.progress import ProgressDisplay
 from fltool.fileio import write_json
@@ -19,11 +19,6 @@ class Launcher(str, Enum):
     none = "none"
     pytorch = "pytorch"
     slurm = "slurm"
-
-
-class Backend(str, Enum):
-    pytorch = "pytorch"
-    onnxruntime = "onnxruntime"
 
 
 class DataCheck(str, Enum):

@@ -2,16 +2,22 @@
 
 The steps are kept apart so that another backend can take the model's place:
 
-- :class:`Preprocessor`: MMDetection's test pipeline of the run's config (its ``LoadAnnotations`` left out, a
-  video frame loaded from memory) and the model's ``data_preprocessor`` (normalisation, padding, batching) turn
-  images into ``(inputs, data_samples)``: an (N, 3, H, W) tensor and the per-image metadata (scale factors);
-- a backend, :class:`TorchBackend` here, is one call from that batch to detections in the original images'
+- :class:`Preprocessor`: MMDetection's test pipeline (its ``LoadAnnotations`` left out, a video frame loaded from
+  memory) and the model's ``data_preprocessor`` (normalisation, padding, batching) turn images into
+  ``(inputs, data_samples)``: an (N, 3, H, W) tensor and the per-image metadata (scale factors);
+- a backend, :class:`ModelBackend` here, is one call from that batch to detections in the original images'
   pixels: ``backend(inputs, data_samples) -> [(bboxes, scores, labels), ...]``;
 - :mod:`fltool.engine.predict_output` writes drawings, label files, CSV and COCO-results JSON.
 
-The config and checkpoint come from the work dir or checkpoint given (:func:`fltool.engine.workdir.resolve_run`),
-the class names from the checkpoint (:func:`~fltool.engine.workdir.checkpoint_classes`); the weights are loaded
-strictly. The same preprocessing and model call as ``fltool eval`` give the same boxes for the same images.
+``backend='pytorch'``: the config and checkpoint come from the work dir or checkpoint given
+(:func:`fltool.engine.workdir.resolve_run`), the class names from the checkpoint
+(:func:`~fltool.engine.workdir.checkpoint_classes`); the weights are loaded strictly, and the config's test pipeline
+feeds the model. The same preprocessing and model call as ``fltool eval`` give the same boxes for the same images.
+
+``backend='onnxruntime'``: the file ``fltool export`` wrote runs in ``OnnxRuntimeDetector``; a checkpoint or work
+dir is exported first, as ``fltool eval --backend onnxruntime`` does (:mod:`fltool.deploy.backends`). The file's
+metadata gives the classes and the preprocessing (resize, normalisation, channel order); when a config is known
+(``--config``, the run's, or the one the metadata names beside the file) its classes and normalisation must agree.
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ Backend = Callable[[Any, Sequence[Any]], list]
 
 @dataclass
 class PredictOptions:
-    target: Path  # a checkpoint or a work dir
+    target: Path  # a checkpoint, a work dir, or (backend onnxruntime) an .onnx file fltool export wrote
     inputs: Sequence[str]
     out_dir: Optional[Path] = None
     config: Optional[str] = None
@@ -44,13 +50,14 @@ class PredictOptions:
     stride: int = 1
     draw: bool = True
     trust_checkpoint: bool = False
+    backend: str = "pytorch"  # or "onnxruntime" (fltool.deploy.backends)
 
 
 @dataclass
 class PredictResult:
     out_dir: Path
-    config: Path
-    checkpoint: Path
+    config: Optional[Path]  # None: an .onnx file run on its metadata alone
+    checkpoint: Path  # the checkpoint given, or the .onnx file given
     classes: tuple
     device: str
     images: int
@@ -59,18 +66,40 @@ class PredictResult:
     timing: dict  # ms per image: model, preprocess, total; and what they were measured on
     files: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    backend: str = "pytorch"
+    onnx_file: Optional[Path] = None  # the file ONNX Runtime ran
+
+
+@dataclass
+class LoadedModel:
+    """What predict runs, and where it came from."""
+
+    model: Any  # in eval mode: the MMDetection detector, or an OnnxRuntimeDetector
+    pipeline: list  # the test pipeline that feeds it
+    classes: tuple
+    checkpoint: Path  # the checkpoint or .onnx file given (a work dir's: its last checkpoint)
+    config: Optional[Path]
+    cfg: Any  # the loaded config, or None
+    threads: int  # torch's, or ONNX Runtime's intra-op threads
+    onnx_file: Optional[Path] = None
+    notes: list = field(default_factory=list)
+
+
+def config_test_pipeline(cfg: Any) -> list:
+    """The config's test pipeline (test_dataloader's, else ``test_pipeline``), or a ConfigError."""
+    pipeline = (cfg.get("test_dataloader") or {}).get("dataset", {}).get("pipeline") or cfg.get("test_pipeline")
+    if not pipeline:
+        raise ConfigError("the run's config has no test pipeline", "predict needs test_dataloader.dataset."
+                                                                   "pipeline (Load -> Resize -> Pack)")
+    return list(pipeline)
 
 
 class Preprocessor:
     """Images (files or decoded frames) to the batch the model takes: test pipeline + data_preprocessor."""
 
-    def __init__(self, cfg: Any, data_preprocessor: Any) -> None:
+    def __init__(self, pipeline: Sequence[dict], data_preprocessor: Any) -> None:
         from mmengine.dataset import Compose
 
-        pipeline = (cfg.get("test_dataloader") or {}).get("dataset", {}).get("pipeline") or cfg.get("test_pipeline")
-        if not pipeline:
-            raise ConfigError("the run's config has no test pipeline", "predict needs test_dataloader.dataset."
-                                                                       "pipeline (Load -> Resize -> Pack)")
         steps = [dict(step) for step in pipeline if "LoadAnnotations" not in str(step.get("type"))]
         if "Load" not in str(steps[0].get("type")):
             raise ConfigError(f"the test pipeline starts with {steps[0].get('type')}, not an image loader")
@@ -96,8 +125,9 @@ class Preprocessor:
         return data["inputs"], data["data_samples"]
 
 
-class TorchBackend:
-    """The PyTorch model as a backend: one batch in, detections in original image pixels out."""
+class ModelBackend:
+    """A detector as a backend (MMDetection's model, or an ``OnnxRuntimeDetector`` running an exported file): one
+    batch in, detections in original image pixels out."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -125,8 +155,21 @@ def _device(name: str) -> str:
     return name
 
 
-def load_model(opts: PredictOptions, progress: ProgressFn = _noop) -> tuple[Any, Any, Any, tuple]:
-    """(config, model on the device in eval mode, run files, class names) of the run ``opts.target`` names."""
+def load_model(opts: PredictOptions, out_dir: Path, progress: ProgressFn = _noop) -> LoadedModel:
+    """The model ``opts.target`` names, on ``opts.backend`` (a checkpoint exported for ONNX Runtime goes into
+    ``out_dir``)."""
+    from fltool.deploy.backends import check_backend, check_checkpoint_for
+
+    check_checkpoint_for(check_backend(opts.backend), Path(opts.target))
+    if opts.backend == "onnxruntime":
+        return _load_onnx(opts, out_dir, progress)
+    return _load_torch(opts, progress)
+
+
+def _load_torch(opts: PredictOptions, progress: ProgressFn) -> LoadedModel:
+    """The MMDetection model of the run (weights loaded strictly) on the device, in eval mode."""
+    import torch
+
     from fltool import compat
     from fltool.engine import runner as rn
     from fltool.engine.checkpoint import checkpoint_state_dict
@@ -157,12 +200,62 @@ def load_model(opts: PredictOptions, progress: ProgressFn = _noop) -> tuple[Any,
         raise CheckpointError(f"{run.checkpoint} names {len(classes)} classes but its model has {num_classes}",
                               "give the config the checkpoint was trained with (--config)")
     model.to(_device(opts.device)).eval()
-    return cfg, model, run, tuple(classes)
+    return LoadedModel(model, config_test_pipeline(cfg), tuple(classes), run.checkpoint, run.config, cfg,
+                       torch.get_num_threads())
+
+
+def _load_onnx(opts: PredictOptions, out_dir: Path, progress: ProgressFn) -> LoadedModel:
+    """An exported file in ``OnnxRuntimeDetector`` (see the module docstring)."""
+    from fltool import compat
+    from fltool.deploy.backends import check_meta_fits, meta_inputs, onnx_file_for, read_meta
+    from fltool.engine.config import load_config, resolve_config
+    from fltool.engine.datasource import config_classes
+    from fltool.engine.workdir import resolve_run
+
+    if opts.device != "cpu":
+        raise ConfigError(f"--device {opts.device}: the onnxruntime backend runs on the CPU",
+                          "use --device cpu, or --backend pytorch for the GPU")
+    compat.apply()
+    target, notes = Path(opts.target), []
+    if target.suffix == ".onnx":
+        checkpoint = onnx_file = target.resolve()
+        meta = read_meta(onnx_file)
+        named = onnx_file.parent / str(meta.source.get("config") or "")  # fltool export's work dir: config beside
+        config = resolve_config(opts.config) if opts.config else (named if named.suffix == ".py" and named.is_file()
+                                                                  else None)
+    else:
+        run = resolve_run(target, opts.config, opts.trust_checkpoint)
+        checkpoint, config = run.checkpoint, run.config
+        onnx_file = onnx_file_for(run.checkpoint, out_dir=out_dir, config=str(run.config),
+                                  trust=opts.trust_checkpoint, progress=progress, notes=notes)
+        meta = read_meta(onnx_file)
+    cfg = None
+    if config is not None:
+        cfg = load_config(config)
+        check_meta_fits(meta, onnx_file, config_classes(cfg), cfg.model.get("data_preprocessor") or {})
+    pipeline, data_preprocessor = meta_inputs(meta)
+    progress(ProgressEvent("stage", f"loading {onnx_file.name} in ONNX Runtime"))
+    import fltool_plugins  # noqa: F401  (registers LoadImageChecked and OnnxRuntimeDetector)
+    from fltool_plugins.models import OnnxRuntimeDetector
+    from mmengine.registry import init_default_scope
+
+    init_default_scope("mmdet")
+    model = OnnxRuntimeDetector(str(onnx_file), data_preprocessor=data_preprocessor).eval()
+    return LoadedModel(model, pipeline, tuple(meta.classes), checkpoint, config, cfg, model.backend.threads,
+                       onnx_file, notes)
+
+
+def _default_out_dir(target: Path) -> Path:
+    """work_dirs/predict_<run folder name> (the work dir given, or the folder of the file given)."""
+    target = Path(target).resolve()
+    return Path("work_dirs") / f"predict_{(target if target.is_dir() else target.parent).name}"
 
 
 def _colours(cfg: Any, n: int) -> list:
     from fltool.engine.datasource import _innermost, palette
 
+    if cfg is None:
+        return palette(n)
     loader = cfg.get("test_dataloader") or {}
     meta = (_innermost(loader.get("dataset") or {}).get("metainfo") or {}) if loader else {}
     given = list(meta.get("palette") or [])
@@ -193,12 +286,13 @@ def predict(opts: PredictOptions, progress: ProgressFn = _noop, backend: Optiona
         first = failed[0] if failed else ("", "no input given")
         raise DataError(f"nothing to predict on: {first[0]}: {first[1]}", "give image files, folders, globs or "
                                                                           "videos")
-    cfg, model, run, classes = load_model(opts, progress)
+    out_dir = Path(opts.out_dir) if opts.out_dir else _default_out_dir(opts.target)
+    loaded = load_model(opts, out_dir, progress)
+    classes = loaded.classes
     keep = _class_filter(classes, opts.classes)
-    out_dir = Path(opts.out_dir) if opts.out_dir else Path("work_dirs") / f"predict_{run.checkpoint.parent.name}"
-    writer = OutputWriter(out_dir, classes, _colours(cfg, len(classes)), opts.draw)
-    pre = Preprocessor(cfg, model.data_preprocessor)
-    backend = backend or TorchBackend(model)
+    writer = OutputWriter(out_dir, classes, _colours(loaded.cfg, len(classes)), opts.draw)
+    pre = Preprocessor(loaded.pipeline, loaded.model.data_preprocessor)
+    backend = backend or ModelBackend(loaded.model)
     total = count(sources, opts.stride)
     per_class = dict.fromkeys(classes, 0)
     timing = {"model_s": 0.0, "preprocess_s": 0.0}
@@ -251,11 +345,13 @@ def predict(opts: PredictOptions, progress: ProgressFn = _noop, backend: Optiona
     per_image = {k.replace("_s", "_ms"): (1000 * v / images if images else None) for k, v in timing.items()}
     per_image["total_ms"] = 1000 * wall / images if images else None
     device_name = torch.cuda.get_device_name(0) if str(opts.device).startswith("cuda") else cpu_name()
-    per_image.update(device=opts.device, device_name=device_name, threads=torch.get_num_threads(),
+    per_image.update(device=opts.device, device_name=device_name, backend=opts.backend, threads=loaded.threads,
                      batch_size=opts.batch_size)
-    summary = {"checkpoint": str(run.checkpoint), "config": str(run.config), "classes": list(classes),
-               "images": images, "detections_per_class": per_class, "score_thr": opts.score_thr,
-               "failed": [{"input": i, "reason": r} for i, r in failed], "timing": per_image}
+    summary = {"checkpoint": str(loaded.checkpoint), "config": str(loaded.config) if loaded.config else None,
+               "backend": opts.backend, "onnx_file": str(loaded.onnx_file) if loaded.onnx_file else None,
+               "classes": list(classes), "images": images, "detections_per_class": per_class,
+               "score_thr": opts.score_thr, "failed": [{"input": i, "reason": r} for i, r in failed],
+               "timing": per_image, "notes": loaded.notes}
     files = writer.close(summary)
-    return PredictResult(out_dir, run.config, run.checkpoint, classes, opts.device, images, per_class, failed,
-                         per_image, files)
+    return PredictResult(out_dir, loaded.config, loaded.checkpoint, classes, opts.device, images, per_class, failed,
+                         per_image, files, loaded.notes, opts.backend, loaded.onnx_file)
