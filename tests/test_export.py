@@ -1,9 +1,10 @@
-"""``fltool export --format onnx`` and the onnxruntime backend: the graph, its metadata, the check, the errors
-(tiny trained model, seconds per export)."""
+"""``fltool export --format onnx`` and the onnxruntime backend: the graph, its metadata, the check, the errors, and
+``eval``/``predict --backend`` (tiny trained models, seconds per export)."""
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -187,10 +188,17 @@ def test_bad_input_is_one_line(tiny_run, tiny_config, tmp_path, case):
 # ----------------------------------------------------------------------------------------------------------------
 # eval --backend
 # ----------------------------------------------------------------------------------------------------------------
-def test_eval_with_both_backends_agrees_on_a_model_that_detects(learned_run, learn_config, tmp_path):
+@pytest.fixture(scope="module")
+def learned_onnx(learned_run, tmp_path_factory):
+    """The learning run exported (and checked) into a folder of its own: no config beside the file."""
+    out = tmp_path_factory.mktemp("learned_onnx") / "learned.onnx"
+    return export_onnx(ExportOptions(target=learned_run.work_dir, out=out)).onnx_file
+
+
+def test_eval_with_both_backends_agrees_on_a_model_that_detects(learned_run, learn_config, learned_onnx, tmp_path):
     """The learning run (AP50 >= 0.5): an .onnx, and a .pth exported on the fly, score what PyTorch scores."""
     found = {}
-    onnx_file = export_onnx(ExportOptions(target=learned_run.work_dir, out=tmp_path / "learned.onnx")).onnx_file
+    onnx_file = learned_onnx
     ckpt = learned_run.checkpoint
     for backend, path in [("pytorch", ckpt), ("onnxruntime", onnx_file), ("onnxruntime", ckpt)]:
         out = tmp_path / f"{backend}_{path.suffix[1:]}.json"
@@ -225,3 +233,86 @@ def test_eval_refuses_an_onnx_file_it_cannot_run_with_one_line(tiny_config, expo
                            "--work-dir", str(tmp_path / "c")])
     assert res.exit_code == 1 and "was exported for classes" in _one_line_error(res.stderr)
     shutil.rmtree(tmp_path / "a", ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# predict --backend
+# ----------------------------------------------------------------------------------------------------------------
+def _per_image(detections_json) -> dict:
+    """{image file: Detections} of predict's detections.json (COCO x y w h back to x1 y1 x2 y2)."""
+    found: dict = {}
+    for r in json.loads(detections_json.read_text()):
+        found.setdefault(r["file_name"], []).append([*r["bbox"], r["score"], r["category_id"]])
+    out = {}
+    for name, rows in found.items():
+        arr = np.array(rows, dtype=np.float64)
+        boxes = np.concatenate([arr[:, :2], arr[:, :2] + arr[:, 2:4]], axis=1)
+        out[name] = Detections(boxes, arr[:, 4], arr[:, 5].astype(np.int64))
+    return out
+
+
+def test_predict_with_onnxruntime_writes_the_detections_pytorch_writes(learned_run, learned_onnx, tmp_path):
+    """The learning run (AP50 >= 0.5) on its val images: PyTorch, the work dir exported on the fly, and an .onnx with
+    no config beside it (classes and preprocessing from its metadata) write the same detections.json."""
+    ann = Path(json.loads((learned_run.work_dir / "metrics.json").read_text())["val_ann_file"])
+    images = [str(ann.parent / "images" / img["file_name"]) for img in json.loads(ann.read_text())["images"]]
+    runs = {"pytorch": (learned_run.work_dir, "pytorch"), "ort_workdir": (learned_run.work_dir, "onnxruntime"),
+            "ort_onnx": (learned_onnx, "onnxruntime")}
+    for name, (target, backend) in runs.items():
+        res = cli.invoke(app, ["predict", str(target), *images, "--backend", backend, "--score-thr", "0.05",
+                               "--batch-size", "3", "--no-draw", "--out-dir", str(tmp_path / name)])
+        assert res.exit_code == 0, res.output
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert summary["backend"] == backend and summary["images"] == len(images) == 8
+        assert summary["timing"]["threads"] == torch.get_num_threads()
+        assert ("threads (ONNX Runtime, intra-op)" in " ".join(res.stdout.split())) == (backend == "onnxruntime")
+    assert (tmp_path / "ort_workdir" / f"{learned_run.checkpoint.stem}.onnx").is_file()
+    assert json.loads((tmp_path / "ort_onnx" / "summary.json").read_text())["config"] is None
+    ref = _per_image(tmp_path / "pytorch" / "detections.json")
+    assert sum(map(len, ref.values())) >= len(images)  # a model that detects: not noise compared with noise
+    for other in ("ort_workdir", "ort_onnx"):
+        got = _per_image(tmp_path / other / "detections.json")
+        assert set(got) == set(ref), other
+        for image, dets in ref.items():
+            found = match_detections(dets, got[image], score_thr=0.05, max_per_img=20)
+            assert found["unmatched"] == 0 and found["matched"] + found["borderline"] >= len(dets), (other, image)
+            assert found["min_iou"] >= 0.99 and found["max_score_diff"] <= 1e-3, (other, image, found)
+
+
+@pytest.mark.parametrize("case", ["onnx on pytorch", "not fltool's", "corrupt", "other classes", "other mean",
+                                  "cuda"])
+def test_predict_refuses_what_its_backend_cannot_run_with_one_line(tiny_config, learn_config, exports, tmp_path,
+                                                                   case):
+    import cv2
+
+    onnx_file = exports[0].onnx_file
+    image = str(tmp_path / "image.png")
+    cv2.imwrite(image, np.zeros((64, 64, 3), np.uint8))
+    args, backend = [str(onnx_file)], "onnxruntime"
+    if case == "onnx on pytorch":
+        backend, expect = "pytorch", "is an ONNX file; run it with --backend onnxruntime"
+    elif case == "not fltool's":
+        plain = tmp_path / "plain.onnx"
+        node = onnx.helper.make_node("Identity", ["x"], ["y"])
+        vi = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1]) for n in "xy"]
+        onnx.save(onnx.helper.make_model(onnx.helper.make_graph([node], "g", vi[:1], vi[1:])), str(plain))
+        args, expect = [str(plain)], "not written by fltool export"
+    elif case == "corrupt":
+        (tmp_path / "bad.onnx").write_bytes(b"\x08\x07 truncated")
+        args, expect = [str(tmp_path / "bad.onnx")], "is not an ONNX model"
+    elif case == "other classes":
+        args, expect = [str(onnx_file), "--config", learn_config], "was exported for classes"
+    elif case == "other mean":
+        model = onnx.load(str(onnx_file))
+        for prop in model.metadata_props:
+            if prop.key == "fltool.preprocess":
+                prop.value = json.dumps(dict(json.loads(prop.value), mean=[0.0, 0.0, 0.0]))
+        onnx.save(model, str(tmp_path / "other_mean.onnx"))
+        args, expect = [str(tmp_path / "other_mean.onnx"), "--config", tiny_config], "normalises with mean"
+    else:
+        args, expect = [str(onnx_file), "--device", "cuda"], "the onnxruntime backend runs on the CPU"
+    res = cli.invoke(app, ["predict", *args[:1], image, *args[1:], "--backend", backend,
+                           "--out-dir", str(tmp_path / "out")])
+    assert res.exit_code == 1, res.output
+    assert expect in _one_line_error(res.stderr)
+    assert not (tmp_path / "out" / "detections.json").exists()
