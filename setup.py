@@ -13,7 +13,7 @@ from setuptools import setup
 
 PACKAGE_DIR = {"fltool": "fltool", "fltool_plugins": "plugins"}
 PACKAGES = [
-    "fltool", "fltool.cli", "fltool.engine", "fltool.data", "fltool.analysis", "fltool.bench",
+    "fltool", "fltool.cli", "fltool.engine", "fltool.engine.sweep", "fltool.data", "fltool.analysis", "fltool.bench",
     "fltool_plugins", "fltool_plugins.losses", "fltool_plugins.heads", "fltool_plugins.hooks",
     "fltool_plugins.datasets",
 ]
