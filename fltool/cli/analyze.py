@@ -12,7 +12,8 @@ from fltool.cli.common import (CfgOptionsOpt, CheckpointArg, ConfigArg, WorkDirO
                                new_app, table)
 from fltool.cli.progress import ProgressDisplay
 
-app = new_app("Analyse losses and trained models: the paper's Figure 4 (loss CDF) and Figures 1, 5, 6 (loss curves).")
+app = new_app("Analyse losses, datasets and trained models: the paper's Figure 4 (loss CDF), Figures 1, 5, 6 (loss "
+              "curves), and a dataset's imbalance under a model's anchors.")
 
 
 class Split(str, Enum):
@@ -120,3 +121,44 @@ def loss_curves(
                         ["backend", "curves", "max relative difference"], rows))
     for path in written:
         console.print(str(path), highlight=False)
+
+
+@command(app, "anchors")
+def anchors(
+    config: ConfigArg,
+    split: Annotated[Split, typer.Option("--split", help="Which dataloader's images (through the test pipeline: "
+                                         "the training resize, no random flip).")] = Split.train,
+    num_images: Annotated[Optional[int], typer.Option("--num-images", min=1, help="Use the first N images of the "
+                                                      "split (default: all).")] = None,
+    work_dir: WorkDirOpt = None,
+    cfg_options: CfgOptionsOpt = None,
+) -> None:
+    """How imbalanced the data is under the model's anchors: positive, negative and ignored anchors per image.
+
+    Uses the config's own anchor generator and assigner (no weights needed) on every image of the split, and reports
+    the paper's ratio: mean positive anchors per image over mean anchors per image (COCO: about 1 in 1000).
+    Writes anchors.json (the counts, per level too) to the work dir.
+    """
+    from fltool.analysis.anchors import AnchorStatsOptions, anchor_statistics
+    from fltool.fileio import write_json
+
+    opts = AnchorStatsOptions(config=config, cfg_options=cfg_options, split=split.value, num_images=num_images,
+                              work_dir=work_dir)
+    with ProgressDisplay(err_console) as display:
+        stats = anchor_statistics(opts, progress=display)
+    path = write_json(stats.work_dir / "anchors.json", stats.summary())
+    for note in stats.notes:
+        err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    counts = stats.summary()["positive_per_image_stats"]
+    one_in = "n/a" if stats.one_in is None else f"1 in {stats.one_in:,.0f}"
+    rows = [["anchors", f"{stats.anchors:,.1f}"], ["positive", f"{stats.positive:,.2f}"],
+            ["negative", f"{stats.negative:,.1f}"], ["ignored", f"{stats.ignored:,.1f}"],
+            ["ground-truth boxes", f"{stats.boxes:,.2f}"],
+            ["positive / all anchors", f"{stats.positive_fraction:.3g} ({one_in})"],
+            ["positive per image: min / median / max", f"{counts['min']} / {counts['median']:g} / {counts['max']}"],
+            ["positive per level (P3 first)", " / ".join(f"{v:.1f}" for v in stats.positive_per_level)]]
+    shapes = ", ".join(f"{h}x{w}" for h, w in stats.input_shapes)
+    console.print(table(f"fltool analyze anchors: {Path(config).stem}", ["per image (mean)", "value"], rows,
+                        caption=f"{stats.num_images} {stats.split} images, network input {shapes} px; "
+                                f"{stats.wall_s:.0f} s"))
+    console.print(f"summary: {path}", highlight=False)
