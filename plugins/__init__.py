@@ -1,8 +1,8 @@
 """fltool's MMDetection plugins, importable as ``fltool_plugins``.
 
 Importing this package registers everything into MMDetection's registries (configs do it with ``custom_imports``):
-the losses ``SigmoidFocalLoss`` / ``SigmoidFocalLossStar``, the head ``FocalRetinaHead``, the hooks
-``AtomicCheckpointHook`` / ``NonFiniteLossHook`` / ``StopRequestHook`` and the transform ``LoadImageChecked``.
+the losses ``SigmoidFocalLoss`` / ``SigmoidFocalLossStar``, the heads ``FocalRetinaHead`` / ``OHEMRetinaHead``, the
+hooks ``AtomicCheckpointHook`` / ``NonFiniteLossHook`` / ``StopRequestHook`` and the transform ``LoadImageChecked``.
 """
 from . import datasets as _datasets  # noqa: F401  (registration only)
 from . import heads as _heads  # noqa: F401

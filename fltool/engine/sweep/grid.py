@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from fltool.engine.sweep.presets import LOSS_ARGS, check_loss_fields, loss_preset
+from fltool.engine.sweep.presets import LOSS_ARGS, check_loss_fields, loss_preset, preset_head_options
 from fltool.errors import ConfigError
 
 LOSS_KEY = "model.bbox_head.loss_cls"
@@ -154,6 +154,7 @@ def _point_options(axes: Sequence[Axis], values: Sequence[Any]) -> dict:
         if axis.is_preset:
             _, loss = loss_preset(value)
             options[LOSS_KEY] = dict(_delete_=True, **loss)
+            options.update(preset_head_options(value))  # OHEM: its head and settings
     for axis, value in zip(axes, values):
         if axis.is_preset:
             continue

@@ -1,5 +1,6 @@
-"""The loss presets of ``fltool sweep --set loss=...``: names such as ``CE-a0.75``, ``FL-g1-a0.5`` or ``FL*-g4-b0``
-that stand for a whole ``loss_cls`` dict, and the checks of a loss's gamma/alpha/beta before hours of training."""
+"""The loss presets of ``fltool sweep --set loss=...``: names such as ``CE-a0.75``, ``FL-g1-a0.5``, ``FL*-g4-b0`` or
+``OHEM-1:3-b128`` that stand for a whole ``loss_cls`` dict (and, for OHEM, the head that selects the hard examples),
+and the checks of a loss's gamma/alpha/beta before hours of training."""
 from __future__ import annotations
 
 import re
@@ -26,13 +27,20 @@ LOSS_PRESETS: dict[str, LossPreset] = {
                      "focal loss: gamma 2, alpha 0.25 (the best); FL-g<gamma>-a<alpha> (Table 1b)"),
     "FL*": LossPreset("SigmoidFocalLossStar", dict(gamma=2.0, beta=1.0, alpha=0.25), "gba",
                       "FL*: gamma 2, beta 1, alpha 0.25; FL*-g<gamma>-b<beta>, e.g. FL*-g4-b0 (Table 3)"),
+    "OHEM": LossPreset("SigmoidFocalLoss", dict(gamma=0.0, alpha=None), "a",
+                       "CE on the B hardest anchors per image after NMS 0.5 (OHEMRetinaHead): OHEM-b<B>, "
+                       "OHEM-1:3-b<B> (1 positive : 3 negatives), -nms<IoU> or -nmsNone (Table 1d)"),
 }
+#: The head that OHEM presets switch to (fltool_plugins.heads.OHEMRetinaHead) and where its settings go.
+HEAD_KEY = "model.bbox_head"
+OHEM_HEAD = "OHEMRetinaHead"
 _MODIFIER_FIELDS = {"g": "gamma", "a": "alpha", "b": "beta"}
 #: The constructor arguments of the presets' loss types (a ``loss.X`` axis over a preset must name one of them).
 LOSS_ARGS = {"SigmoidFocalLoss": ("use_sigmoid", "gamma", "alpha", "reduction", "loss_weight"),
              "SigmoidFocalLossStar": ("use_sigmoid", "gamma", "beta", "alpha", "reduction", "loss_weight")}
 _PRESET_RE = re.compile(r"(CE|FL\*|FLSTAR|FL)((?:-[GAB](?:-?\d+(?:\.\d*)?(?:E-?\d+)?|NONE))*)")
 _MODIFIER_RE = re.compile(r"-([GAB])(-?\d+(?:\.\d*)?(?:E-?\d+)?|NONE)")
+_OHEM_RE = re.compile(r"OHEM(-1:3)?(?:-B(\d+))?(?:-NMS(\d*\.?\d+|NONE))?((?:-A(?:\d+(?:\.\d*)?|\.\d+|NONE))?)")
 
 
 def presets_help() -> str:
@@ -43,11 +51,14 @@ def presets_help() -> str:
 def loss_preset(name: str) -> tuple[str, dict]:
     """A preset name to (canonical name, the whole ``loss_cls`` dict). Raises ConfigError naming a bad name."""
     text = str(name).strip()
+    if text.upper().startswith("OHEM"):
+        canonical, loss, _ = _ohem_preset(text)
+        return canonical, loss
     match = _PRESET_RE.fullmatch(text.upper())
     if not match:
         raise ConfigError(f"unknown loss preset '{text}'",
                           f"use one of {', '.join(LOSS_PRESETS)} with optional -g<gamma>/-a<alpha>/-b<beta> suffixes "
-                          "(e.g. CE-a0.75, FL-g1-a0.25, FL*-g4-b0)")
+                          "(e.g. CE-a0.75, FL-g1-a0.25, FL*-g4-b0, OHEM-1:3-b128)")
     base = "FL*" if match.group(1) in ("FL*", "FLSTAR") else match.group(1)
     preset = LOSS_PRESETS[base]
     fields = dict(preset.fields)
@@ -68,6 +79,44 @@ def loss_preset(name: str) -> tuple[str, dict]:
     loss = dict(type=preset.loss_type, use_sigmoid=True, **fields, loss_weight=1.0)
     check_loss_fields(loss, f"loss preset '{text}'")
     return canonical, loss
+
+
+def preset_head_options(name: str) -> dict:
+    """The head settings a preset needs besides its ``loss_cls`` (full config keys; ``+``: added if missing).
+    Empty for CE/FL/FL*; OHEM presets switch the head to ``OHEMRetinaHead`` and set its ``ohem`` dict."""
+    if not str(name).strip().upper().startswith("OHEM"):
+        return {}
+    _, _, ohem = _ohem_preset(name)
+    return {f"{HEAD_KEY}.type": OHEM_HEAD, **{f"+{HEAD_KEY}.ohem.{key}": value for key, value in ohem.items()}}
+
+
+def _ohem_preset(name: str) -> tuple[str, dict, dict]:
+    """``OHEM[-1:3][-b<B>][-nms<IoU>|-nmsNone][-a<alpha>]`` to (canonical name, loss_cls, the head's ohem dict).
+    Defaults: B = 128 and NMS 0.5, the paper's best OHEM (Table 1d); the loss is plain CE (gamma 0)."""
+    text = str(name).strip()
+    match = _OHEM_RE.fullmatch(text.upper())
+    if not match:
+        raise ConfigError(f"unknown loss preset '{text}'",
+                          "OHEM presets are OHEM[-1:3][-b<B>][-nms<IoU>|-nmsNone][-a<alpha>], e.g. OHEM-b128, "
+                          "OHEM-1:3-b256, OHEM-b128-nms0.7")
+    ratio, num, nms, alpha = match.groups()
+    ohem = dict(num=int(num) if num else 128, pos_fraction=0.25 if ratio else None,
+                nms_thr=None if nms == "NONE" else (float(nms) if nms else 0.5))
+    if ohem["num"] < 1:
+        raise ConfigError(f"loss preset '{text}': B must be at least 1", "e.g. OHEM-b128")
+    if ohem["nms_thr"] is not None and not 0 < ohem["nms_thr"] <= 1:
+        raise ConfigError(f"loss preset '{text}': the NMS IoU must lie in (0, 1]", "e.g. -nms0.5, or -nmsNone")
+    canonical = "OHEM" + ("-1:3" if ratio else "") + f"-b{ohem['num']}"
+    if ohem["nms_thr"] != 0.5:
+        canonical += "-nmsNone" if ohem["nms_thr"] is None else f"-nms{_number_text(ohem['nms_thr'])}"
+    fields = dict(LOSS_PRESETS["OHEM"].fields)
+    if alpha:
+        raw = alpha[2:]
+        fields["alpha"] = None if raw == "NONE" else float(raw)
+        canonical += f"-a{'None' if fields['alpha'] is None else _number_text(fields['alpha'])}"
+    loss = dict(type=LOSS_PRESETS["OHEM"].loss_type, use_sigmoid=True, **fields, loss_weight=1.0)
+    check_loss_fields(loss, f"loss preset '{text}'")
+    return canonical, loss, ohem
 
 
 def _number_text(value: float) -> str:
