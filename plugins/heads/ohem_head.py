@@ -18,8 +18,8 @@ at 1:3), and gives the other anchors label weight 0; then the per-level losses r
   else. (A per-minibatch mean over the B selected anchors, Fast R-CNN's OHEM, would scale the classification loss
   against the box loss by num_pos / (B x images) and so change two things at once.)
 - The box loss is untouched: every positive anchor, as in RetinaNet (OHEM here selects classification samples).
-- Logged (not losses): ``num_pos`` as ``FocalRetinaHead``, ``ohem_pos`` and ``ohem_neg``, the positive and negative
-  anchors selected per image.
+- Logged (not losses): ``num_pos`` and ``pos_prob`` as ``FocalRetinaHead``; ``ohem_pos`` and ``ohem_neg``, the
+  positive and negative anchors selected per image.
 """
 from __future__ import annotations
 
@@ -103,6 +103,5 @@ class OHEMRetinaHead(FocalRetinaHead):
                                               labels_list, label_weights_list, bbox_targets_list, bbox_weights_list,
                                               avg_factor=avg_factor)
         new = cls_scores[0].new_tensor
-        return dict(loss_cls=losses_cls, loss_bbox=losses_bbox,
-                    num_pos=new(self._num_pos / max(len(batch_img_metas), 1)),
+        return dict(loss_cls=losses_cls, loss_bbox=losses_bbox, **self.diagnostics(cls_scores, len(batch_img_metas)),
                     ohem_pos=new(self._ohem_counts[0]), ohem_neg=new(self._ohem_counts[1]))
