@@ -208,8 +208,8 @@ def run_prior_experiment(opts: PriorOptions, progress: ProgressFn = _noop) -> Pr
     total = len(losses) * len(priors)
     for loss_name, loss_dict in losses:
         for prior in priors:
-            run = PriorRun(loss_name, prior, bias_prior(prior), work_dir / run_name(loss_name, prior),
-                           score_thr=score_thr)
+            bias = bias_prior(prior) + 0.0  # -log(1) is -0.0
+            run = PriorRun(loss_name, prior, bias, work_dir / run_name(loss_name, prior), score_thr=score_thr)
             run.train_command = _train_command(opts, run.work_dir, loss_dict, prior)
             settings = _settings(opts, digest, loss_name, prior)
             record = _read_run(run.work_dir / RUN_FILE)
