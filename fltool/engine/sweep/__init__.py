@@ -6,7 +6,8 @@ The grid
     given. ``loss.X`` is short for ``model.bbox_head.loss_cls.X``; any other key is a full config key, checked like
     ``--cfg-options``. Values use MMEngine's syntax, element by element (``0``, ``0.25``, ``None``, ``abc``,
     ``[1,2]``). The axis ``loss=...`` takes the presets of :data:`LOSS_PRESETS` (``CE``, ``CE-a0.75``, ``FL``,
-    ``FL*``, ``FL*-g4-b0``): a preset replaces the whole ``loss_cls`` dict, and ``loss.X`` axes then set its fields.
+    ``FL*``, ``FL*-g4-b0``, ``OHEM-1:3-b128``): a preset replaces the whole ``loss_cls`` dict (an OHEM preset also
+    switches the head to ``OHEMRetinaHead``), and ``loss.X`` axes then set its fields.
 
 The sweep folder
     ``sweep.json`` (command, config, axes, seeds, points), ``<point id>/point.json`` (the point's exact settings),
