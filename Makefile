@@ -1,7 +1,7 @@
 # fltool: the two commands of the README, and the pieces they are made of.
 #   make train   set up (if needed), then train + evaluate the default RetinaNet on the embedded dataset
 #   make test    set up (if needed), then run the test suite
-#   make reproduce  every run behind REPRODUCTION.md (resumable; about 3 hours on 2 cores), then its tables
+#   make reproduce  every run behind REPRODUCTION.md (resumable; about 3 + 15-29 hours on 2 cores), then its tables
 .PHONY: setup train test bench reproduce clean
 
 PY := .venv/bin/python
@@ -20,7 +20,7 @@ bench: setup
 
 reproduce: setup
 	scripts/reproduce.sh
-	$(PY) scripts/reproduction_tables.py --runs $${RUNS:-work_dirs/repro}
+	$(PY) scripts/reproduction_tables.py --runs $${RUNS:-work_dirs/repro} --iters $${ITERS:-1600}
 
 clean:
 	rm -rf work_dirs .pytest_cache

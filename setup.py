@@ -13,8 +13,8 @@ from setuptools import setup
 
 PACKAGE_DIR = {"fltool": "fltool", "fltool_plugins": "plugins"}
 PACKAGES = [
-    "fltool", "fltool.cli", "fltool.engine", "fltool.data", "fltool.analysis", "fltool.bench", "fltool.deploy",
-    "fltool.data.formats",
+    "fltool", "fltool.cli", "fltool.engine", "fltool.engine.sweep", "fltool.data", "fltool.data.formats",
+    "fltool.analysis", "fltool.bench", "fltool.deploy",
     "fltool_plugins", "fltool_plugins.losses", "fltool_plugins.heads", "fltool_plugins.hooks",
     "fltool_plugins.datasets", "fltool_plugins.models",
 ]

@@ -1,9 +1,9 @@
 """fltool's MMDetection plugins, importable as ``fltool_plugins``.
 
 Importing this package registers everything into MMDetection's registries (configs do it with ``custom_imports``):
-the losses ``SigmoidFocalLoss`` / ``SigmoidFocalLossStar``, the head ``FocalRetinaHead``, the hooks
-``AtomicCheckpointHook`` / ``NonFiniteLossHook`` / ``StopRequestHook``, the transform ``LoadImageChecked`` and the
-model ``OnnxRuntimeDetector`` (an exported ONNX file run by ONNX Runtime).
+the losses ``SigmoidFocalLoss`` / ``SigmoidFocalLossStar``, the heads ``FocalRetinaHead`` / ``OHEMRetinaHead``, the
+hooks ``AtomicCheckpointHook`` / ``NonFiniteLossHook`` / ``StopRequestHook``, the transform ``LoadImageChecked`` and
+the model ``OnnxRuntimeDetector`` (an exported ONNX file run by ONNX Runtime).
 """
 from . import datasets as _datasets  # noqa: F401  (registration only)
 from . import heads as _heads  # noqa: F401

@@ -249,3 +249,37 @@ def test_cli_synth_rewrite_removes_images_of_the_previous_dataset(tmp_path):
                                "--force"]).exit_code == 0
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
         "train_000000.png", "train_000001.png", "train_000002.png", "val_000000.png", "val_000001.png"]
+
+
+# ---------------------------------------------------------------------------------------------- presets
+
+def test_sparse_preset_draws_a_few_small_objects_among_many_look_alikes():
+    spec = synth.spec_from_args({"preset": "sparse", "num_train": 4, "num_val": 2})
+    assert spec.image_size == 512 and spec.num_train == 4  # the preset, then the overrides
+    for i in range(4):
+        drawn = render_image(spec, "train", i)
+        assert 1 <= len(drawn.boxes) <= 4 and len(drawn.distractor_boxes) >= 12
+        sides = [max(w, h) for _, _, w, h in drawn.boxes + drawn.distractor_boxes]
+        assert max(sides) <= 52  # 48 px at most, times the aspect jitter: few positive anchors each
+    assert synth.spec_from_args({}) == SynthSpec() == synth.spec_from_args({"preset": "default"})
+
+
+def test_an_unknown_preset_or_field_is_a_config_error_naming_the_choices():
+    with pytest.raises(ConfigError) as info:
+        synth.spec_from_args({"preset": "dense"})
+    assert "sparse" in info.value.hint
+    with pytest.raises(ConfigError, match="bad synthetic dataset spec"):
+        synth.spec_from_args({"preset": "sparse", "image_sise": 256})
+
+
+def test_cli_synth_sparse_preset_writes_its_spec(tmp_path):
+    from fltool.cli.main import app
+
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(app, ["data", "synth", str(out), "--preset", "sparse", "--num-train", "2",
+                                      "--num-val", "1"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["spec"]["image_size"] == 512 and meta["spec"]["distractors_per_image"] == [16, 32]
+    bad = CliRunner().invoke(app, ["data", "synth", str(tmp_path / "x"), "--preset", "nope"])
+    assert bad.exit_code == 1 and bad.stderr.startswith("fltool: error: unknown synthetic dataset preset 'nope'")

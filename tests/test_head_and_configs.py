@@ -101,6 +101,22 @@ def test_classification_loss_is_the_focal_sum_divided_by_the_number_of_positives
     assert sum(losses["loss_cls"]).item() == pytest.approx(total.item() / num_pos, rel=1e-5)
 
 
+def test_pos_prob_is_the_mean_true_class_probability_of_the_positive_anchors():
+    head = make_head()
+    cls_scores, bbox_preds = head(feats(1))
+    gt = [instances([[20.0, 20.0, 60.0, 60.0], [70.0, 10.0, 120.0, 50.0]])]
+    with torch.no_grad():  # class 0 of every anchor certain, the other classes not: the positives (class 0) give 1
+        for score in cls_scores:
+            score.view(1, -1, 3, *score.shape[-2:])[:, :, 0] = 20.0
+    losses = head.loss_by_feat(cls_scores, bbox_preds, gt, METAS)
+    assert losses["pos_prob"].item() == pytest.approx(1.0, abs=1e-6)
+    gt[0].labels[:] = 1  # now the true class is 1, whose logits are the initial ones: about pi = 0.01
+    losses = head.loss_by_feat(cls_scores, bbox_preds, gt, METAS)
+    assert losses["pos_prob"].item() == pytest.approx(0.01, rel=0.3)
+    empty = head.loss_by_feat(cls_scores, bbox_preds, [instances([])], METAS)
+    assert "pos_prob" not in empty and empty["num_pos"].item() == 0
+
+
 @pytest.mark.parametrize("info", list_configs(), ids=lambda c: c.name)
 def test_every_shipped_config_loads_and_every_type_resolves(info):
     cfg = load_config(info.path)

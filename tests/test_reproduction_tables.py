@@ -43,3 +43,66 @@ def test_tables_show_the_results_files_numbers_and_mark_missing_sweeps(tmp_path)
     ce_01 = next(line for line in out.splitlines() if line.startswith("| 0.1 |"))
     assert ce_01.count("not run") == 3  # synth_ce_alpha was never run
     assert "(loss-cdf not run)" in out and "Full schedule: embedded dataset, - iterations" in out
+
+
+# ---------------------------------------------------------------------------------------------- the regime part
+
+def _regime_point(index: int, loss: str, aps: list[float], runs_dir: Path, history=None) -> dict:
+    point = _point({"loss": loss}, aps) if len(aps) > 1 else {
+        "settings": {"loss": loss}, "n": 1, "mean": {"AP": aps[0], "AP50": aps[0], "AP75": aps[0]},
+        "std": {"AP": None}, "runs": [{"seed": 0, "metrics": {"AP": aps[0], "AP50": aps[0], "AP75": aps[0]}}]}
+    point["index"] = index
+    for run in point["runs"]:
+        work_dir = runs_dir / f"p{index}" / f"seed{run['seed']}"
+        run["work_dir"] = str(work_dir)
+        if history:  # MMEngine's scalars.json: training lines, then an evaluation line after its iteration
+            lines = []
+            for iteration, ap in history:
+                lines += [json.dumps({"loss": 1.0, "iter": iteration, "step": iteration}),
+                          json.dumps({"coco/bbox_mAP": ap + 0.01 * run["seed"], "step": 0})]
+            (work_dir / "20260101_000000" / "vis_data").mkdir(parents=True)
+            (work_dir / "20260101_000000" / "vis_data" / "scalars.json").write_text("\n".join(lines) + "\n")
+    return point
+
+
+def _write_regime(runs: Path, name: str, points: list[dict]) -> Path:
+    folder = runs / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps({"seeds": [0, 1, 2], "max_iters": 1600, "points": points,
+                                                     "sweep_command": f"fltool sweep X --work-dir {folder}"}))
+    return folder
+
+
+def test_pick_best_prints_the_best_seed_zero_point_of_each_group_and_refuses_what_it_cannot_decide(tmp_path):
+    folder = _write_regime(tmp_path, "sparse_1600", [
+        _regime_point(0, "CE-a0.5", [0.20], tmp_path), _regime_point(1, "CE-a0.75", [0.25, 0.10, 0.10], tmp_path),
+        _regime_point(2, "FL", [0.30], tmp_path), _regime_point(3, "OHEM-b128", [0.10], tmp_path)])
+
+    def pick(*groups):
+        return subprocess.run([sys.executable, str(SCRIPT), "--pick-best", str(folder), *groups],
+                              capture_output=True, text=True)
+
+    # by seed 0 alone (CE-a0.75's later seeds do not count); a preset's spelling is canonicalised; no repeats
+    assert pick("CE-a0.5,CE-a0.75", "fl", "FL").stdout.split() == ["1", "2"]
+    missing = pick("CE-a0.5,CE-a0.9")
+    assert missing.returncode != 0 and "no point CE-a0.9" in missing.stderr
+
+
+def test_regime_tables_give_mean_std_seeds_commands_differences_and_the_convergence_check(tmp_path):
+    history = [(400, 0.10), (800, 0.20), (1200, 0.28), (1600, 0.30)]
+    _write_regime(tmp_path, "sparse_1600", [
+        _regime_point(0, "CE-a0.5", [0.20, 0.22, 0.24], tmp_path, history),
+        _regime_point(1, "CE-a0.75", [0.10], tmp_path),
+        _regime_point(2, "FL", [0.30, 0.32, 0.34], tmp_path, history)])
+    out = subprocess.run([sys.executable, str(SCRIPT), "--runs", str(tmp_path)], capture_output=True, text=True,
+                         check=True).stdout
+    ce = next(line for line in out.splitlines() if line.startswith("| CE, best alpha (CE-a0.5) |"))
+    assert "22.0 ± 2.0" in ce and "20.0, 22.0, 24.0 (0, 1, 2)" in ce and "[1]" in ce
+    assert f"[1] `fltool sweep X --work-dir {tmp_path / 'sparse_1600'} --point 0`" in out
+    # FL - best CE: +10.0 AP, standard error sqrt(2 * 0.02^2 / 3) = 1.6, ratio 6.1
+    assert "| sparse: FL (gamma 2) - best CE | +10.0 | 1.6 | 6.1 |" in out
+    assert "| sparse: FL (gamma 2) - best OHEM | needs 2+ seeds of both |" in out
+    # convergence: mean over seeds 0.30, 0.31, 0.32 at the end; +2 AP over the last interval, seed std 1.0
+    fl = next(line for line in out.splitlines() if line.startswith("| FL, gamma 2, alpha 0.25 |") and "400:" in line)
+    assert "400: 11.0, 800: 21.0, 1200: 29.0, 1600: 31.0" in fl and "| +2.0 | 2.0 | no |" in fl
+    assert "| CE, best alpha | CE-a0.75 | 10.0 |  |" in out  # the selection table: seed 0 of every candidate

@@ -315,7 +315,7 @@ def test_runs_recorded_before_config_digests_still_count_as_finished(tiny_config
         run = json.loads(run_file.read_text())
         settings = {k: v for k, v in run.items() if k not in ("settings_hash", "train_command", "config_digest")}
         settings["config"] = old_path
-        run_file.write_text(json.dumps({**settings, "settings_hash": sw._hash(settings)}))
+        run_file.write_text(json.dumps({**settings, "settings_hash": sw.records._hash(settings)}))
     again = _sweep(tiny_config, out, *args)
     assert again.exit_code == 0, again.output
     assert len(fake_train.calls) == 2 and "skipped 2 finished runs" in again.stderr

@@ -369,26 +369,34 @@ def pipeline_with_boxes(pipeline: Sequence[dict]) -> List[dict]:
 
 def prepare_loss_cdf_config(opts: LossCdfOptions, progress: ProgressFn = _noop) -> Tuple[Any, dict]:
     """(config, dataloader config) for the analysis: the split's images through the deterministic test pipeline."""
+    return split_loader_config(opts.config, opts.cfg_options, opts.work_dir, opts.split, opts.num_images, progress)
+
+
+def split_loader_config(config: str, cfg_options: Union[Sequence[str], dict, None], work_dir: Optional[Path],
+                        split: str, num_images: Optional[int] = None,
+                        progress: ProgressFn = _noop) -> Tuple[Any, dict]:
+    """(config, dataloader config) that reads a split's images (train images too) through the config's
+    deterministic test pipeline, in order, with the boxes in the network input's coordinates."""
     from fltool import compat
     from fltool.engine import runner as rn
     from fltool.engine.config import load_config
 
-    if opts.split not in SPLITS:
-        raise ConfigError(f"unknown split '{opts.split}'", f"use one of {', '.join(SPLITS)}")
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split '{split}'", f"use one of {', '.join(SPLITS)}")
     compat.apply()
-    cfg = load_config(opts.config, opts.cfg_options, opts.work_dir)
-    if cfg.get(f"{opts.split}_dataloader") is None:
-        raise ConfigError(f"config {opts.config} has no {opts.split}_dataloader", "choose another --split")
+    cfg = load_config(config, cfg_options, work_dir)
+    if cfg.get(f"{split}_dataloader") is None:
+        raise ConfigError(f"config {config} has no {split}_dataloader", "choose another --split")
     rn.resolve_embedded_dataset(cfg, progress)
     cfg.load_from = None  # fltool loads (and checks) the weights itself
     cfg.resume = False
     rn.harden(cfg)
-    rn.check_data_paths(cfg, (opts.split,))
+    rn.check_data_paths(cfg, (split,))
 
-    loader = copy.deepcopy(cfg[f"{opts.split}_dataloader"].to_dict())
+    loader = copy.deepcopy(cfg[f"{split}_dataloader"].to_dict())
     dataset = copy.deepcopy(_innermost_dataset(loader))
     pipeline = dataset.get("pipeline")
-    if opts.split == "train":  # no random flips or crops: the test split's pipeline
+    if split == "train":  # no random flips or crops: the test split's pipeline
         for key in ("test_dataloader", "val_dataloader"):
             if cfg.get(key) is not None:
                 pipeline = _innermost_dataset(cfg[key].to_dict()).get("pipeline")
@@ -396,11 +404,11 @@ def prepare_loss_cdf_config(opts: LossCdfOptions, progress: ProgressFn = _noop) 
         else:
             pipeline = cfg.get("test_pipeline")
     if not pipeline:
-        raise ConfigError(f"config {opts.config} has no test pipeline for the {opts.split} split",
+        raise ConfigError(f"config {config} has no test pipeline for the {split} split",
                           "add test_pipeline (LoadImageFromFile, Resize, LoadAnnotations, PackDetInputs)")
     dataset["pipeline"] = pipeline_with_boxes(pipeline)
-    if opts.num_images:
-        dataset["indices"] = int(opts.num_images)
+    if num_images:
+        dataset["indices"] = int(num_images)
     loader["dataset"] = dataset
     loader["sampler"] = dict(type="DefaultSampler", shuffle=False)
     loader.pop("batch_sampler", None)

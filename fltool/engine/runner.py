@@ -120,13 +120,12 @@ def resolve_embedded_dataset(cfg: Any, progress: ProgressFn = _noop) -> Optional
     """Replace ``fltool-synth://`` in the config by the cached embedded dataset, generating it if needed."""
     if SYNTH_PREFIX not in str(cfg._cfg_dict.to_dict()):
         return None
-    from fltool.data.synth import SynthSpec, default_dataset
+    from fltool.data.synth import default_dataset, spec_from_args
 
-    spec_args = dict(cfg.get("fltool_synth_spec") or {})
     try:
-        spec = SynthSpec(**spec_args)
-    except TypeError as exc:
-        raise ConfigError(f"bad fltool_synth_spec in config: {exc}") from None
+        spec = spec_from_args(dict(cfg.get("fltool_synth_spec") or {}))
+    except ConfigError as exc:
+        raise ConfigError(f"fltool_synth_spec in config: {exc.message}", exc.hint) from None
 
     def report(done: int, total: int) -> None:
         progress(ProgressEvent("stage", "generating the embedded dataset", done, total))

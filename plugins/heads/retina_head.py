@@ -7,12 +7,15 @@ assignment — is MMDetection's):
 - the losses default to fltool's ``SigmoidFocalLoss`` (gamma 2, alpha 0.25) and smooth L1 (beta 0.11, Detectron's);
 - the loss is normalised by max(1, number of positive anchors in the batch) (MMDetection counts at least one per
   image), so an image without objects gives a finite loss;
-- the number of positive anchors per image is reported to the log as ``num_pos``.
+- the number of positive anchors per image is reported to the log as ``num_pos``, and the mean predicted
+  probability of the true class over the positive anchors as ``pos_prob`` (a model collapsing to background shows
+  as ``pos_prob`` falling towards 0).
 """
 from __future__ import annotations
 
 from typing import Any, Optional
 
+import torch
 from mmdet.models.dense_heads import RetinaHead
 from mmdet.registry import MODELS
 
@@ -63,12 +66,33 @@ class FocalRetinaHead(RetinaHead):
         labels_list, label_weights_list = targets[0], targets[1]
         self._num_pos = float(sum(((labels < self.num_classes) & (weights > 0)).sum()
                                   for labels, weights in zip(labels_list, label_weights_list)))
+        self._targets = (labels_list, label_weights_list)  # for diagnostics(), read once
         return targets[:4] + (max(self._num_pos, 1.0),) + targets[5:]
+
+    def diagnostics(self, cls_scores: list, num_imgs: int) -> dict:
+        """Logged beside the losses, not losses (no 'loss' in the keys: MMEngine logs them without adding them
+        up): ``num_pos``, positive anchors per image; ``pos_prob``, the mean sigmoid probability of the true class
+        over the batch's positive anchors (left out when there are none)."""
+        new = cls_scores[0].new_tensor
+        out = {"num_pos": new(self._num_pos / max(num_imgs, 1))}
+        labels_list, weights_list = getattr(self, "_targets", ([], []))
+        self._targets = ([], [])
+        with torch.no_grad():
+            probs = []
+            for score, labels, weights in zip(cls_scores, labels_list, weights_list):
+                # (N, A*K, H, W) -> (N*HWA, K), the order of labels (N, HWA) flattened
+                logits = score.detach().permute(0, 2, 3, 1).reshape(-1, self.cls_out_channels)
+                labels, weights = labels.reshape(-1), weights.reshape(-1)
+                positive = (labels < self.num_classes) & (weights > 0)
+                probs.append(logits[positive].gather(1, labels[positive][:, None]).sigmoid().flatten())
+            probs = torch.cat(probs) if probs else new([])
+            if probs.numel():
+                out["pos_prob"] = probs.mean()
+        return out
 
     def loss_by_feat(self, cls_scores: list, bbox_preds: list, batch_gt_instances: list, batch_img_metas: list,
                      batch_gt_instances_ignore: Optional[list] = None) -> dict:
         losses = super().loss_by_feat(cls_scores, bbox_preds, batch_gt_instances, batch_img_metas,
                                       batch_gt_instances_ignore)
-        # Not a loss (no 'loss' in the key, so MMEngine logs it without adding it to the total).
-        losses["num_pos"] = cls_scores[0].new_tensor(self._num_pos / max(len(batch_img_metas), 1))
+        losses.update(self.diagnostics(cls_scores, len(batch_img_metas)))
         return losses

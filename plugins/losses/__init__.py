@@ -1,13 +1,14 @@
-"""Focal Loss (FL) and FL* as pure functions and as MMDetection loss modules.
+"""Focal Loss (FL) and FL* as pure functions and as MMDetection loss modules; OHEM's anchor selection (its rival).
 
 ``import fltool_plugins`` registers ``SigmoidFocalLoss`` and ``SigmoidFocalLossStar`` in ``mmdet.registry.MODELS``.
 """
 from . import functional
 from .focal_loss import SigmoidFocalLoss, SigmoidFocalLossStar  # noqa: F401  (registration)
 from .functional import sigmoid_focal_loss, sigmoid_focal_loss_star
+from .ohem import ohem_select
 
 __all__ = ["SigmoidFocalLoss", "SigmoidFocalLossStar", "sigmoid_focal_loss", "sigmoid_focal_loss_star",
-           "kernel_info"]
+           "ohem_select", "kernel_info"]
 
 
 def kernel_info() -> dict:
