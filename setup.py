@@ -35,7 +35,7 @@ def _extensions():
         return [], {}
     from torch.utils.cpp_extension import BuildExtension, CppExtension
 
-    args = ["-O3", "-std=c++17", "-fopenmp"]
+    args = ["-O3", "-g0", "-std=c++17", "-fopenmp"]  # -g0: no debug info (Python's CFLAGS carry -g)
     if platform.machine() in ("x86_64", "AMD64") and _cpu_has("avx2", "fma"):
         # at::vec picks its AVX2 specialisation from these macros (Sleef, exported by libtorch_cpu, for pow).
         args += ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]

@@ -30,6 +30,34 @@ def test_doctor_reports_every_component_with_versions_and_mmcv_ops():
     assert "threads" in by_name["torch"]["detail"]
 
 
+def _cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(f.read().split())
+    except OSError:
+        return set()
+
+
+@pytest.mark.skipif("avx2" not in _cpu_flags(), reason="needs an x86 CPU with AVX2 to limit the kernels to it")
+def test_doctor_reports_the_isa_aten_and_onednn_use_and_the_overrides_that_set_it():
+    """A user whose numbers differ from the README's needs to see which instructions the kernels run."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2")
+    proc = subprocess.run([sys.executable, "-m", "fltool", "doctor", "--json"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cpu = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}["cpu"]
+    assert cpu["version"] == "avx2"
+    assert "ATen AVX2" in cpu["detail"] and "oneDNN Intel AVX2" in cpu["detail"] and ":avx2" in cpu["detail"]
+    assert "ONEDNN_MAX_CPU_ISA=AVX2" in cpu["detail"] and "threads: " in cpu["detail"]
+    native = doctor_mod.cpu_report()
+    assert native["aten_isa"] in ("AVX2", "AVX512", "DEFAULT") and native["onednn_isa"] != "unknown"
+    assert native["torch_threads"] >= 1 and int(native["onednn_threads"]) >= 1
+
+
 def test_doctor_exits_1_with_the_rebuild_command_when_mmcv_ops_are_missing(monkeypatch):
     real_import = doctor_mod._import
 

@@ -22,7 +22,7 @@ test_pipeline = [
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
-train_dataloader = dict(batch_size=4, num_workers=2,
+train_dataloader = dict(batch_size=4, num_workers=2, sampler=dict(type='InfiniteSampler', shuffle=True),
                         dataset=dict(pipeline=train_pipeline, filter_cfg=dict(filter_empty_gt=True, min_size=4)))
 val_dataloader = dict(batch_size=4, num_workers=2, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader

@@ -76,6 +76,66 @@ def _torch() -> Check:
     return Check("torch", torch.__version__, True, detail)
 
 
+#: Environment variables that change which instructions the CPU kernels use, or how many threads they run.
+ISA_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+_ONEDNN_PROBE = (
+    "import torch\n"
+    "x = torch.randn(2, 32, 16, 16).to(memory_format=torch.channels_last)\n"
+    "w = torch.randn(32, 32, 3, 3).to(memory_format=torch.channels_last)\n"
+    "torch.nn.functional.conv2d(x, w, padding=1)\n")
+
+
+def onednn_info(timeout: float = 60.0) -> dict:
+    """What oneDNN (PyTorch's CPU convolutions) reports in this environment: its ISA, threads and the convolution
+    implementation it picks, read from ONEDNN_VERBOSE in a child process (the variable must be set at start-up)."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, ONEDNN_VERBOSE="1")
+    try:
+        proc = subprocess.run([sys.executable, "-c", _ONEDNN_PROBE], capture_output=True, text=True, env=env,
+                              timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    info: dict = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split(",")
+        if len(parts) > 4 and parts[2] == "info" and parts[3] == "cpu":  # e.g. runtime:OpenMP,nthr:2 / isa:...
+            for part in parts[4:]:
+                key, _, value = part.partition(":")
+                info[key] = value
+        elif len(parts) > 6 and parts[2] == "primitive" and parts[3] == "exec" and parts[5] == "convolution":
+            info.setdefault("convolution", parts[6])
+    return info
+
+
+def cpu_report() -> dict:
+    """The CPU as the kernels see it: model, cores, ATen's and oneDNN's instruction sets, threads, overrides."""
+    import os
+
+    import torch
+
+    from fltool.fileio import cpu_name
+
+    onednn = onednn_info()
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "aten_isa": torch.backends.cpu.get_cpu_capability(),
+            "onednn_isa": onednn.get("isa", "unknown"), "onednn_threads": onednn.get("nthr"),
+            "onednn_convolution": onednn.get("convolution"), "torch_threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+            "env": {k: os.environ[k] for k in ISA_ENV if k in os.environ}}
+
+
+def _cpu() -> Check:
+    info = cpu_report()
+    env = ", ".join(f"{k}={v}" for k, v in info["env"].items())
+    detail = (f"{info['cpu']}, {info['cores']} cores; ATen {info['aten_isa']}; oneDNN {info['onednn_isa']}"
+              f"{' (conv: ' + info['onednn_convolution'] + ')' if info['onednn_convolution'] else ''}; "
+              f"threads: {info['torch_threads']} torch, {info['onednn_threads'] or '?'} oneDNN"
+              f"{'; set: ' + env if env else ''}")
+    return Check("cpu", str(info["aten_isa"]).lower(), True, detail, required=False)
+
+
 def _mmcv() -> Check:
     mmcv = _import("mmcv")
     try:
@@ -133,6 +193,7 @@ def stack_report(extra: Optional[list[Callable[[], Check]]] = None) -> StackRepo
     checks = [
         _check("python", _python, reinstall),
         _check("torch", _torch, "install torch first: .venv/bin/python -m pip install torch==2.13.0"),
+        _check("cpu", _cpu, "", required=False),
         _check("mmcv", _mmcv, f"rebuild MMCV with its ops: {REBUILD_MMCV}"),
         _check("mmengine", _mmengine, ".venv/bin/python -m pip install mmengine==0.10.7"),
         _check("mmdet", _mmdet, ".venv/bin/python -m pip install mmdet==3.3.0 (it needs mmcv>=2.0.0rc4,<2.2.0)"),

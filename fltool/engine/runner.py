@@ -3,8 +3,9 @@
 Every command that runs a model (train, eval, bench, analyze, sweep) goes through :func:`prepare` and
 :func:`build_runner`. This is the one place where a config is translated for the run:
 - the embedded dataset placeholder (``fltool-synth://``) becomes the cached dataset folder, generated on first use;
-- MMCV's ``LoadImageFromFile`` becomes fltool's ``LoadImageChecked`` and MMEngine's ``CheckpointHook`` fltool's
-  ``AtomicCheckpointHook`` (same arguments, safer behaviour), and ``NonFiniteLossHook`` is always on;
+- MMCV's ``LoadImageFromFile`` becomes fltool's ``LoadImageChecked``, MMDetection's ``PackDetInputs``
+  ``PackDetInputsFast`` and MMEngine's ``CheckpointHook`` fltool's ``AtomicCheckpointHook`` (same arguments, safer or
+  faster behaviour), and ``NonFiniteLossHook`` is always on;
 - every registry ``type`` is checked up front, so a misspelt one is one line naming it and the nearest valid name.
 """
 from __future__ import annotations
@@ -143,6 +144,8 @@ def _upgrade_types(node: Any) -> None:
             if item.get("type") == "LoadImageFromFile":
                 item["type"] = "LoadImageChecked"
                 item.pop("ignore_empty", None)
+            elif item.get("type") in ("PackDetInputs", "mmdet.PackDetInputs"):
+                item["type"] = "PackDetInputsFast"
             elif item.get("type") == "CheckpointHook":
                 item["type"] = "AtomicCheckpointHook"
 

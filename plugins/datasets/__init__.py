@@ -1,4 +1,4 @@
 """fltool's dataset transforms."""
-from .transforms import ImageLoadError, LoadImageChecked  # noqa: F401  (registration)
+from .transforms import ImageLoadError, LoadImageChecked, PackDetInputsFast  # noqa: F401  (registration)
 
-__all__ = ["ImageLoadError", "LoadImageChecked"]
+__all__ = ["ImageLoadError", "LoadImageChecked", "PackDetInputsFast"]

