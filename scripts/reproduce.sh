@@ -41,7 +41,7 @@ fi
 
 if [[ " $PARTS " == *" regime "* ]]; then
 # ---- The regime the paper studied: 1 positive anchor in ~1,400 (the sparse set) against 1 in 85 (the default set).
-SPARSE=retinanet_r18-gn_synth-sparse_512
+SPARSE=retinanet_r18-gn_synth-sparse_384
 DENSE=retinanet_r18-gn_synth_256
 ITERS=${ITERS:-1600}  # every comparison run, both sets; a multiple of 400 (checkpoints every 200, logs every 20)
 EVAL="train_cfg.val_interval=$((ITERS / 4))"  # AP at 1/4, 1/2, 3/4 and the end: has it stopped rising?

@@ -350,7 +350,7 @@ def regime_sections(runs: Path, iters: str) -> list[tuple[str, list[str]]]:
              ("dense: FL (best gamma) - best CE", d["FL, best gamma"], d["CE, best alpha"])]
     return [
         ("Imbalance: positive anchors per image, the model's own assigner",
-         anchors_table([("sparse (retinanet_r18-gn_synth-sparse_512)", runs / "anchors_sparse" / "anchors.json"),
+         anchors_table([("sparse (retinanet_r18-gn_synth-sparse_384)", runs / "anchors_sparse" / "anchors.json"),
                         ("dense (retinanet_r18-gn_synth_256)", runs / "anchors_dense" / "anchors.json")])),
         (f"Sparse set: choosing the best of each family (seed {SEED_ZERO}, {sparse.iters()} iterations)",
          selection_table(sparse, SPARSE_GROUPS)),

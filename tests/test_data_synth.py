@@ -255,10 +255,10 @@ def test_cli_synth_rewrite_removes_images_of_the_previous_dataset(tmp_path):
 
 def test_sparse_preset_draws_a_few_small_objects_among_many_look_alikes():
     spec = synth.spec_from_args({"preset": "sparse", "num_train": 4, "num_val": 2})
-    assert spec.image_size == 512 and spec.num_train == 4  # the preset, then the overrides
+    assert spec.image_size == 384 and spec.num_train == 4  # the preset, then the overrides
     for i in range(4):
         drawn = render_image(spec, "train", i)
-        assert 1 <= len(drawn.boxes) <= 4 and len(drawn.distractor_boxes) >= 12
+        assert 1 <= len(drawn.boxes) <= 3 and len(drawn.distractor_boxes) >= 7
         sides = [max(w, h) for _, _, w, h in drawn.boxes + drawn.distractor_boxes]
         assert max(sides) <= 52  # 48 px at most, times the aspect jitter: few positive anchors each
     assert synth.spec_from_args({}) == SynthSpec() == synth.spec_from_args({"preset": "default"})
@@ -280,6 +280,6 @@ def test_cli_synth_sparse_preset_writes_its_spec(tmp_path):
                                       "--num-val", "1"])
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["spec"]["image_size"] == 512 and meta["spec"]["distractors_per_image"] == [16, 32]
+    assert meta["spec"]["image_size"] == 384 and meta["spec"]["distractors_per_image"] == [9, 18]
     bad = CliRunner().invoke(app, ["data", "synth", str(tmp_path / "x"), "--preset", "nope"])
     assert bad.exit_code == 1 and bad.stderr.startswith("fltool: error: unknown synthetic dataset preset 'nope'")

@@ -10,13 +10,13 @@ from fltool.errors import ConfigError
 
 def test_max_iters_scales_the_lr_schedule_checkpoints_and_evaluation():
     cfg = load_config("retinanet_r18-gn_synth_256")
-    assert cfg.train_cfg.max_iters == 600
+    assert cfg.train_cfg.max_iters == 1200
     apply_length_overrides(cfg, max_iters=300, max_epochs=None, val_interval=None)
     warmup, steps = cfg.param_scheduler
     assert (warmup.begin, warmup.end) == (0, 25)
     assert steps.end == 300 and steps.milestones == [200, 265]
     assert cfg.train_cfg.max_iters == 300 and cfg.train_cfg.val_interval == 300
-    assert cfg.default_hooks.checkpoint.interval == 200
+    assert cfg.default_hooks.checkpoint.interval == 300  # 400 in the config: never past the end
 
 
 def test_max_epochs_on_an_iteration_config_is_refused():

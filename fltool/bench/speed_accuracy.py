@@ -72,7 +72,7 @@ def pair_models(configs: Sequence[str], checkpoints: Sequence[Union[str, Path, N
     """(config, checkpoint) pairs with unique labels; a checkpoint of None/"none"/"-" means: no weights."""
     if not configs:
         raise ConfigError("no config given", "give one or more configs, e.g. fltool bench speed-accuracy "
-                                             "retinanet_r18-gn_synth_256 --checkpoint iter_600.pth")
+                                             "retinanet_r18-gn_synth_256 --checkpoint iter_1200.pth")
     checkpoints = list(checkpoints or [])
     if checkpoints and len(checkpoints) != len(configs):
         raise ConfigError(f"{len(configs)} config(s) but {len(checkpoints)} --checkpoint value(s)",

@@ -52,7 +52,7 @@ def synth(
         "--format", help="Layout: coco (images/, train.json, val.json), voc (Annotations/, JPEGImages/, "
                          "ImageSets/Main/) or yolo (images/, labels/, data.yaml).")] = DataFormat.coco,
     preset: Annotated[str, typer.Option("--preset", help="default: the embedded dataset (256 px, 4-12 objects); "
-                                        "sparse: 512 px, 2-4 small objects among 16-32 look-alikes, about 1 positive "
+                                        "sparse: 384 px, 1-3 small objects among 9-18 look-alikes, about 1 positive "
                                         "anchor in 1000 as on COCO.")] = "default",
 ) -> None:
     """Generate the synthetic shapes dataset (the default training data) into OUT_DIR. Unset options keep the
