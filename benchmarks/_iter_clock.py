@@ -11,7 +11,7 @@ import time
 from typing import Any, Optional
 
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
+from mmdet.registry import HOOKS
 
 
 @HOOKS.register_module()

@@ -88,6 +88,8 @@ def child(recipe: str, config: str, work_dir: Path, iters: int, val_interval: in
     if recipe == "stock":
         from mmengine.runner import Runner
 
+        import _iter_clock  # noqa: F401  (registers IterClockHook; custom_imports act only when a file is loaded)
+
         cfg = stock_config(cfg, clock)
         Runner.from_cfg(cfg).train()
         return

@@ -94,8 +94,8 @@ def test_regime_tables_give_mean_std_seeds_commands_differences_and_the_converge
         _regime_point(0, "CE-a0.5", [0.20, 0.22, 0.24], tmp_path, history),
         _regime_point(1, "CE-a0.75", [0.10], tmp_path),
         _regime_point(2, "FL", [0.30, 0.32, 0.34], tmp_path, history)])
-    out = subprocess.run([sys.executable, str(SCRIPT), "--runs", str(tmp_path)], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run([sys.executable, str(SCRIPT), "--runs", str(tmp_path), "--iters", "1600"],
+                         capture_output=True, text=True, check=True).stdout
     ce = next(line for line in out.splitlines() if line.startswith("| CE, best alpha (CE-a0.5) |"))
     assert "22.0 ± 2.0" in ce and "20.0, 22.0, 24.0 (0, 1, 2)" in ce and "[1]" in ce
     assert f"[1] `fltool sweep X --work-dir {tmp_path / 'sparse_1600'} --point 0`" in out
