@@ -110,11 +110,21 @@ def summarise(clock_file: Path, target_ap: float, wall_s: float) -> dict:
     vals = [r for r in rows if r["event"] == "val"]
     iter_s = end["iter_s"]
     steady = iter_s[WARMUP_ITERS:] or iter_s
-    reached = next((v for v in vals if v["AP"] is not None and v["AP"] >= target_ap), None)
+    # The first evaluation at or above the target; the crossing is interpolated linearly (in training seconds and
+    # iterations) from the evaluation before it, so a coarse evaluation grid does not round the time up.
+    time_to, iters_to, previous = None, None, {"train_s": 0.0, "iteration": 0, "AP": 0.0}
+    for v in vals:
+        if v["AP"] is not None and v["AP"] >= target_ap:
+            share = (target_ap - previous["AP"]) / max(v["AP"] - previous["AP"], 1e-9)
+            time_to = previous["train_s"] + share * (v["train_s"] - previous["train_s"])
+            iters_to = previous["iteration"] + share * (v["iteration"] - previous["iteration"])
+            break
+        if v["AP"] is not None:
+            previous = v
     return {"iterations": end["iterations"], "train_s": round(end["train_s"], 1),
             "it_per_s": round(len(steady) / sum(steady), 3), "first_iter_s": round(iter_s[0], 2),
-            "time_to_target_s": round(reached["train_s"], 1) if reached else None,
-            "iters_to_target": reached["iteration"] if reached else None,
+            "time_to_target_s": round(time_to, 1) if time_to is not None else None,
+            "iters_to_target": round(iters_to) if iters_to is not None else None,
             "final_AP": vals[-1]["AP"] if vals else None, "AP_curve": [(v["iteration"], v["AP"]) for v in vals],
             "wall_s": round(wall_s, 1)}
 

@@ -13,7 +13,7 @@ import re
 import sys
 import time
 
-STEP = re.compile(r"^\[(\d+)/(\d+)\]\s")
+STEP = re.compile(r"^\s*\[(\d+)/(\d+)\]\s")
 SHOW = re.compile(r"^(Collecting|Building wheel|Successfully|Created wheel|Installing collected|ERROR|error:)")
 
 

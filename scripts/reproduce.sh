@@ -43,9 +43,12 @@ done
 if [ ! -f "$RUNS/default/metrics.json" ]; then
   fltool train --work-dir "$RUNS/default"
 fi
-fltool analyze loss-cdf retinanet_r18-gn_synth_256 "$RUNS/default/iter_1200.pth" --work-dir "$RUNS/loss_cdf"
-fltool bench speed-accuracy retinanet_r18-gn_synth_256 --checkpoint "$RUNS/default/iter_1200.pth" --num-images 50 \
-  --threads 1 --paper --work-dir "$RUNS/speed_accuracy"
+[ -f "$RUNS/loss_cdf/loss_cdf.json" ] || \
+  fltool analyze loss-cdf retinanet_r18-gn_synth_256 "$RUNS/default/iter_1200.pth" --work-dir "$RUNS/loss_cdf"
+# Timings: run this one on an otherwise idle machine (delete its folder to measure again)
+[ -f "$RUNS/speed_accuracy/results.json" ] || \
+  fltool bench speed-accuracy retinanet_r18-gn_synth_256 --checkpoint "$RUNS/default/iter_1200.pth" --num-images 50 \
+  --threads 1 --paper --backend pytorch,onnxruntime --work-dir "$RUNS/speed_accuracy"
 fi
 
 if [[ " $PARTS " == *" regime "* ]]; then

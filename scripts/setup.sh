@@ -49,10 +49,12 @@ fi
 
 # 3. MMCV 2.1.0 from source WITH its compiled ops (no wheel exists for this torch): 77 C++ files, each parsing all of
 #    torch/extension.h, most of a first set-up; pip caches the built wheel. -g0: Python's CFLAGS carry -g, and debug
-#    info is ~40% of each file's compile time here (10.3 s -> 5.9 s for nms.cpp, measured) and of no use to a user;
-#    the optimisation level (-O3) is kept. Progress (files compiled of total) is shown; the full log stays in .venv.
-#    A cached wheel built without ops would install silently, so check and rebuild.
-export CFLAGS="${CFLAGS:+$CFLAGS }-g0"
+#    info is ~40% of each file's compile time here (10.3 s -> 5.9 s for nms.cpp, measured) and of no use to a user.
+#    setuptools' distutils *replaces* Python's CFLAGS with $CFLAGS (it does not append), so the variable is set to
+#    Python's own flags (-O3, -DNDEBUG, ...) with -g0 after them. Progress (files compiled of total) is shown; the
+#    full log stays in .venv. A cached wheel built without ops would install silently, so check and rebuild.
+CFLAGS="$("$PY" -c "import sysconfig; print(sysconfig.get_config_var('CFLAGS') or '')") ${CFLAGS:-} -g0"
+export CFLAGS
 have_mmcv_ops() { "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; }
 build_mmcv() {
   "${PIP[@]}" install -v --no-build-isolation "$@" "mmcv==2.1.0" 2>&1 \

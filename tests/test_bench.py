@@ -326,6 +326,23 @@ def test_both_backends_are_measured_on_the_same_images_with_the_same_accuracy(le
         assert [r["backend"] for r in csv.DictReader(f)] == ["pytorch", "onnxruntime"]
 
 
+def test_stock_mmdetection_inference_of_the_same_weights_is_a_row_of_its_own(learned_run, learn_config, tmp_path):
+    """--backend mmdet: the same checkpoint as stock MMDetection runs it (NCHW); the AP must be the same model's."""
+    opts = sa.BenchOptions(configs=[learn_config], checkpoints=[learned_run.checkpoint], scales=[128],
+                           num_images=4, warmup=1, min_iters=2, work_dir=tmp_path, threads=1,
+                           backends=["pytorch", "mmdet"])
+    result = sa.run_speed_accuracy(opts)
+    ours, stock = result.points
+    assert (ours.backend, stock.backend) == ("pytorch", "mmdet") and stock.series == "tiny_learn (mmdet)"
+    assert ours.metrics["AP50"] >= 0.3
+    for key, value in ours.metrics.items():
+        assert stock.metrics[key] == pytest.approx(value, abs=0.005), key
+    assert any("mmdet" in n and "the speed of pytorch" in n for n in result.notes)
+    res = cli.invoke(app, ["bench", "speed-accuracy", learn_config, "--backend", "pytorch,tensorrt",
+                           "--work-dir", str(tmp_path / "x")])
+    assert res.exit_code == 1 and "unknown backend 'tensorrt'" in res.stderr and "mmdet" in res.stderr
+
+
 def test_onnxruntime_on_a_gpu_device_is_refused(tiny_config, tmp_path):
     with pytest.raises(ConfigError, match="runs on the CPU"):
         sa.run_speed_accuracy(sa.BenchOptions(configs=[tiny_config], device="cuda", work_dir=tmp_path,

@@ -33,7 +33,7 @@ from fltool.bench.inputs import config_scales, load_images, pack_at_scale, parse
 from fltool.bench.report import (BenchPoint, BenchResult, backend_notes, load_paper_reference, pareto_front, plot_speed_accuracy,
                                  write_csv, write_results_json)
 from fltool.bench.timing import LatencyStats, check_device, device_name, time_steps, timing_notes
-from fltool.deploy.backends import parse_backends
+from fltool.deploy.backends import BENCH_BACKENDS, parse_backends
 from fltool.engine.runner import ProgressEvent, ProgressFn, _noop
 from fltool.errors import CheckpointError, ConfigError
 
@@ -203,6 +203,10 @@ def _bench_model(spec: ModelSpec, opts: BenchOptions, device: str, work_dir: Pat
         evaluator_cfg = subset_evaluator_cfg(cfg, images, work_dir) if state is not None else None
 
         models = {"pytorch": model}
+        if "mmdet" in opts.backends:  # stock MMDetection: the same weights, NCHW (no channels-last conversion)
+            import copy
+
+            models["mmdet"] = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
         if "onnxruntime" in opts.backends:
             models["onnxruntime"] = _onnxruntime_model(cfg, model, spec, images.metainfo, work_dir, progress)
         if device == "cpu" and any(h.get("type") == "ChannelsLastHook" for h in cfg.get("custom_hooks") or []):
@@ -285,7 +289,7 @@ def run_speed_accuracy(opts: BenchOptions, progress: ProgressFn = _noop,
         raise ConfigError("--num-images and --min-iters must be at least 1 and --warmup at least 0")
     if opts.threads is not None and opts.threads < 1:
         raise ConfigError(f"--threads {opts.threads} is not a thread count", "give 1 or more")
-    backends = parse_backends(opts.backends)
+    backends = parse_backends(opts.backends, BENCH_BACKENDS)
     if "onnxruntime" in backends and opts.device != "cpu":
         raise ConfigError(f"--backend onnxruntime runs on the CPU here, not on {opts.device}", "use --device cpu")
     device = check_device(opts.device)

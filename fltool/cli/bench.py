@@ -145,9 +145,10 @@ def speed_accuracy(
                                         "GPU, COCO test-dev) in the plot for comparison.")] = False,
     trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Allow full unpickling of the "
                                                    "checkpoints (only for files you trust).")] = False,
-    backend: Annotated[str, typer.Option("--backend", help="Runtimes to measure, comma-separated: pytorch (eager) "
-                                         "and/or onnxruntime (the model exported by fltool export, same threads); "
-                                         "one row per backend and scale.")] = "pytorch",
+    backend: Annotated[str, typer.Option("--backend", help="Runtimes to measure, comma-separated: pytorch (eager, "
+                                         "as fltool runs it), mmdet (the same weights as stock MMDetection runs "
+                                         "them: NCHW) and/or onnxruntime (the model exported by fltool export, same "
+                                         "threads); one row per backend and scale.")] = "pytorch",
     data: DataOpt = None,
     data_format: FormatOpt = None,
     val_fraction: ValFractionOpt = None,
@@ -160,7 +161,7 @@ def speed_accuracy(
     Pareto front marked) to the work dir.
     """
     from fltool.bench.inputs import parse_scales
-    from fltool.deploy.backends import parse_backends
+    from fltool.deploy.backends import BENCH_BACKENDS, parse_backends
     from fltool.bench.speed_accuracy import BenchOptions, run_speed_accuracy
 
     configs = bench_data_configs(configs, data_options(data, data_format, val_fraction, img_size),
@@ -169,7 +170,7 @@ def speed_accuracy(
                         num_images=num_images, device=device, work_dir=work_dir or DEFAULT_WORK_DIR,
                         cfg_options=cfg_options, fuse_conv_bn=fuse_conv_bn, warmup=warmup, min_iters=min_iters,
                         threads=threads, paper=paper, trust_checkpoint=trust_checkpoint,
-                        backends=parse_backends(backend))
+                        backends=parse_backends(backend, BENCH_BACKENDS))
     with BenchDisplay(err_console, data_time) as display:
         result = run_speed_accuracy(opts, progress=display, on_point=display.point)
     for note in result.notes:

@@ -11,11 +11,14 @@ from fltool.engine.runner import ProgressEvent, ProgressFn, _noop
 from fltool.errors import CheckpointError, ConfigError, StackError
 
 BACKENDS = ("pytorch", "onnxruntime")
+#: ``bench speed-accuracy`` also times "mmdet": the same weights run as stock MMDetection runs them (eager PyTorch,
+#: NCHW convolutions), the baseline fltool's pytorch (channels-last) and onnxruntime rows are compared with.
+BENCH_BACKENDS = ("pytorch", "mmdet", "onnxruntime")
 
 
-def check_backend(name: str) -> str:
-    if name not in BACKENDS:
-        raise ConfigError(f"unknown backend '{name}'", f"use one of: {', '.join(BACKENDS)}")
+def check_backend(name: str, allowed: Sequence[str] = BACKENDS) -> str:
+    if name not in allowed:
+        raise ConfigError(f"unknown backend '{name}'", f"use one of: {', '.join(allowed)}")
     if name == "onnxruntime":
         try:
             import onnxruntime  # noqa: F401
@@ -25,12 +28,12 @@ def check_backend(name: str) -> str:
     return name
 
 
-def parse_backends(text: Union[str, Sequence[str], None]) -> list:
+def parse_backends(text: Union[str, Sequence[str], None], allowed: Sequence[str] = BACKENDS) -> list:
     """``"pytorch,onnxruntime"`` (or a list) to the backends in that order, each once."""
     items = [s.strip() for s in text.split(",")] if isinstance(text, str) else list(text or ["pytorch"])
-    found = [check_backend(s) for s in dict.fromkeys(i for i in items if i)]
+    found = [check_backend(s, allowed) for s in dict.fromkeys(i for i in items if i)]
     if not found:
-        raise ConfigError("no backend given", f"use one or more of: {', '.join(BACKENDS)}")
+        raise ConfigError("no backend given", f"use one or more of: {', '.join(allowed)}")
     return found
 
 
