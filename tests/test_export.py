@@ -316,3 +316,31 @@ def test_predict_refuses_what_its_backend_cannot_run_with_one_line(tiny_config, 
     assert res.exit_code == 1, res.output
     assert expect in _one_line_error(res.stderr)
     assert not (tmp_path / "out" / "detections.json").exists()
+
+
+def test_onnxruntime_detector_preprocesses_on_one_torch_thread_and_restores_the_count(exports, tiny_config):
+    """ONNX Runtime owns the cores: torch's normalisation runs on one thread (no spinning OpenMP workers beside
+    ONNX Runtime's pool), and the caller's thread count is back afterwards."""
+    import torch
+    from mmengine.config import Config
+
+    from fltool_plugins.models.onnx_runtime import OnnxRuntimeDetector
+
+    cfg = Config.fromfile(tiny_config)
+    model = OnnxRuntimeDetector(str(exports[0].onnx_file), data_preprocessor=cfg.model.data_preprocessor, threads=2)
+    seen = []
+    model.data_preprocessor.register_forward_hook(lambda m, a, o: seen.append(torch.get_num_threads()), prepend=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        from mmdet.structures import DetDataSample
+
+        sample = DetDataSample(metainfo={"img_shape": (64, 64), "scale_factor": (1.0, 1.0), "ori_shape": (64, 64)})
+        data = model.data_preprocessor({"inputs": [torch.zeros(3, 64, 64, dtype=torch.uint8)],
+                                        "data_samples": [sample]}, False)
+        assert seen == [1]
+        assert torch.get_num_threads() == 2
+        out = model(**data, mode="predict")
+        assert len(out) == 1 and hasattr(out[0], "pred_instances")
+    finally:
+        torch.set_num_threads(before)
