@@ -11,7 +11,7 @@ ATEN_CPU_CAPABILITY=avx2``, what a CPU without AVX-512 runs), it trains twice, e
   ``DefaultSampler``, MMEngine's ``CheckpointHook``, no extra hooks -- run by MMEngine's ``Runner`` as
   ``tools/train.py`` would;
 - ``fltool``: the config as ``fltool train`` runs it (fltool's head, fused focal-loss kernel, channels-last
-  convolutions, fused AdamW, the decoded-image cache, InfiniteSampler, its checks and hooks).
+  convolutions, fused AdamW, numpy image packing (PackDetInputsFast), InfiniteSampler, its checks and hooks).
 
 Both get the same optimiser settings, schedule, seed and evaluation interval, and the same benchmark-only hook
 (benchmarks/_iter_clock.py) that times every training iteration (data loading included, evaluation excluded).

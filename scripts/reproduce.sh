@@ -48,7 +48,7 @@ fi
 # Timings: run this one on an otherwise idle machine (delete its folder to measure again)
 [ -f "$RUNS/speed_accuracy/results.json" ] || \
   fltool bench speed-accuracy retinanet_r18-gn_synth_256 --checkpoint "$RUNS/default/iter_1200.pth" --num-images 50 \
-  --threads 1 --paper --backend pytorch,onnxruntime --work-dir "$RUNS/speed_accuracy"
+  --threads 1 --paper --backend pytorch,mmdet,onnxruntime --work-dir "$RUNS/speed_accuracy"
 fi
 
 if [[ " $PARTS " == *" regime "* ]]; then

@@ -173,16 +173,23 @@ def loss_cdf(path: Path) -> list[str]:
 
 
 def speed(path: Path) -> list[str]:
+    """One row per (scale, backend): fltool's eager PyTorch, stock MMDetection's inference of the same weights, and
+    the ONNX Runtime export, with each one's speed relative to fltool's eager path at that scale."""
     if not path.is_file():
         return ["(bench speed-accuracy not run)"]
     data = json.loads(path.read_text())
     env, settings = data["environment"], data["settings"]
-    out = ["| scale (short side, px) | AP | AP50 | ms per image (median) | p90 ms | GFLOPs |", "|---|---|---|---|---|---|"]
-    for p in data["points"]:
+    names = {"pytorch": "fltool (PyTorch, channels-last)", "mmdet": "stock MMDetection", "onnxruntime": "ONNX Runtime"}
+    eager = {p["scale"]: p["median_ms"] for p in data["points"] if p.get("backend", "pytorch") == "pytorch"}
+    out = ["| scale (short side, px) | backend | AP | AP50 | ms per image (median) | p90 ms | speed vs fltool | GFLOPs |",
+           "|---|---|---|---|---|---|---|---|"]
+    for p in sorted(data["points"], key=lambda q: (q["scale"], list(names).index(q.get("backend", "pytorch")))):
         ap = "n/a" if p.get("AP") is None else f"{100 * p['AP']:.1f}"
         ap50 = "n/a" if p.get("AP50") is None else f"{100 * p['AP50']:.1f}"
-        out.append(f"| {p['scale']} | {ap} | {ap50} | {p['median_ms']:.1f} | {p['p90_ms']:.1f} | "
-                   f"{p['flops'] / 1e9:.2f} |")
+        ref = eager.get(p["scale"])
+        ratio = f"{ref / p['median_ms']:.2f}x" if ref else "-"
+        out.append(f"| {p['scale']} | {names.get(p.get('backend', 'pytorch'), p.get('backend'))} | {ap} | {ap50} | "
+                   f"{p['median_ms']:.1f} | {p['p90_ms']:.1f} | {ratio} | {p['flops'] / 1e9:.2f} |")
     out += ["", f"{env['device']} ({env['device_name']}), {env['threads']} thread(s), batch 1, "
                 f"first {settings.get('num_images')} val images."]
     return out

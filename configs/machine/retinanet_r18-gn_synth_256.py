@@ -1,4 +1,4 @@
-"""The default: RetinaNet R-18/GN, focal loss, from scratch on the embedded synthetic dataset, 256 px, ~4 min."""
+"""The default: RetinaNet R-18/GN, focal loss, from scratch on the embedded synthetic dataset, 256 px, 2-4 min."""
 _base_ = ['../_base_/retinanet_r18-gn_small.py']
 
 # The embedded dataset: generated on first use into fltool's cache (fltool.data.synth), from this spec.
