@@ -139,6 +139,7 @@ def test_resume_from_a_checkpoint_continues_at_its_iteration_and_matches_the_uni
                    progress=lambda e: seen.append(e.iteration) if e.kind == "train_iter" else None)
     assert seen == [3, 4]
     assert result.iterations == 4
+    assert result.trained_iters == 2  # the table's caption says "the last 2 of them now", not 4 in this time
     resumed = torch.load(wd / "iter_4.pth", weights_only=True)
     straight = torch.load(tiny_run.work_dir / "iter_4.pth", weights_only=True)
     assert resumed["param_schedulers"] == straight["param_schedulers"]
@@ -166,6 +167,9 @@ def test_resume_of_a_finished_run_keeps_its_metrics_and_says_so(tiny_run, tiny_c
     notes = [ln for ln in result.stderr.splitlines() if "nothing left to train" in ln]
     assert len(notes) == 1 and "finished at iteration 4" in notes[0] and "kept unchanged" in notes[0]
     assert f"{tiny_run.metrics['AP']:.3f}" in result.stdout  # the table shows the kept numbers, not n/a
+    # and does not claim that this command trained them in its few seconds
+    assert "4 iterations, trained before (none now;" in result.stdout
+    assert "4 iterations in" not in result.stdout
 
 
 def test_resume_of_a_finished_run_without_metrics_evaluates_its_last_checkpoint(tiny_run, tiny_config, tmp_path):

@@ -39,6 +39,16 @@ def metrics_table(metrics: dict, title: str, caption: str) -> Any:
     return table(title, ["metric", "value"], [[k, metrics.get(k)] for k in keys], caption=caption)
 
 
+def train_span(result: Any) -> str:
+    """What this command trained and how long it took: a resumed run says how much of it ran now."""
+    trained = result.trained_iters
+    if trained is None or trained == result.iterations:
+        return f"{result.iterations} iterations in {result.wall_s:.0f} s wall"
+    if trained == 0:
+        return f"{result.iterations} iterations, trained before (none now; {result.wall_s:.0f} s wall)"
+    return f"{result.iterations} iterations, the last {trained} of them now in {result.wall_s:.0f} s wall"
+
+
 def per_class_table(per_class: dict, caption: str) -> Any:
     return table("per-class AP", ["class", "AP"], [[k, v] for k, v in per_class.items()], caption=caption)
 
@@ -125,7 +135,7 @@ def register(app: typer.Typer) -> None:
             err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
         if result.metrics_file is None:  # a non-zero rank of a distributed run: rank 0 reports
             return
-        caption = f"COCO bbox, val split; {result.iterations} iterations in {result.wall_s:.0f} s wall"
+        caption = f"COCO bbox, val split; {train_span(result)}"
         title = Path(result.config).stem if data_opts else opts.config
         console.print(metrics_table(result.metrics, f"fltool train: {title}", caption))
         if result.metrics.get("per_class_AP"):

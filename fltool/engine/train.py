@@ -53,6 +53,7 @@ class TrainResult:
     wall_s: float
     notes: list = field(default_factory=list)
     config: str = ""  # the config that ran (with --data: the one written into the work dir)
+    trained_iters: Optional[int] = None  # iterations this command trained (fewer than `iterations` when resumed)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -387,7 +388,7 @@ def train(opts: TrainOptions, progress: ProgressFn = rn._noop) -> TrainResult:
 
                 return TrainResult(Path(cfg.work_dir).resolve(), metrics, metrics_file if is_main_process() else None,
                                    Path(last) if last else None, int(runner.iter), time.time() - start, notes,
-                                   str(opts.config))
+                                   str(opts.config), trained_iters=0)
             if runner.val_loop is not None:
                 # No results to keep (e.g. stopped between the last checkpoint and its evaluation): evaluate now.
                 notes.append(f"nothing left to train: the run finished at iteration {runner.iter}; evaluated its "
@@ -417,4 +418,5 @@ def train(opts: TrainOptions, progress: ProgressFn = rn._noop) -> TrainResult:
     if bad:
         notes.append(f"metrics {bad} are not finite (no detections?)")
     return TrainResult(Path(cfg.work_dir).resolve(), metrics, metrics_file, Path(last) if last else None,
-                       int(runner.iter), time.time() - start, notes, str(opts.config))
+                       int(runner.iter), time.time() - start, notes, str(opts.config),
+                       trained_iters=int(sink.get("trained", 0)))
