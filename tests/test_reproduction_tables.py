@@ -106,3 +106,20 @@ def test_regime_tables_give_mean_std_seeds_commands_differences_and_the_converge
     fl = next(line for line in out.splitlines() if line.startswith("| FL, gamma 2, alpha 0.25 |") and "400:" in line)
     assert "400: 11.0, 800: 21.0, 1200: 29.0, 1600: 31.0" in fl and "| +2.0 | 2.0 | no |" in fl
     assert "| CE, best alpha | CE-a0.75 | 10.0 |  |" in out  # the selection table: seed 0 of every candidate
+
+
+def test_table_1e_has_a_row_per_scale_and_backend_with_its_speed_relative_to_fltool(tmp_path):
+    """bench speed-accuracy with --backend pytorch,mmdet,onnxruntime: each backend's row, named, with ms and the
+    ratio to fltool's eager path at the same scale (not three unnamed rows per scale)."""
+    runs = tmp_path / "runs"
+    (runs / "speed_accuracy").mkdir(parents=True)
+    points = [{"scale": 256, "backend": b, "AP": 0.8, "AP50": 0.9, "median_ms": ms, "p90_ms": ms + 1,
+               "flops": 6.9e8} for b, ms in (("onnxruntime", 10.0), ("pytorch", 16.0), ("mmdet", 20.0))]
+    (runs / "speed_accuracy" / "results.json").write_text(json.dumps({
+        "environment": {"device": "cpu", "device_name": "AMD EPYC", "threads": 1},
+        "settings": {"num_images": 50}, "points": points}))
+    out = subprocess.run([sys.executable, str(SCRIPT), "--runs", str(runs)], capture_output=True, text=True,
+                         check=True).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| 256 |")]
+    assert [r.split(" | ")[1] for r in rows] == ["fltool (PyTorch, channels-last)", "stock MMDetection", "ONNX Runtime"]
+    assert [r.split(" | ")[6] for r in rows] == ["1.00x", "0.80x", "1.60x"]
