@@ -20,7 +20,7 @@ bench: setup
 
 reproduce: setup
 	scripts/reproduce.sh
-	$(PY) scripts/reproduction_tables.py --runs $${RUNS:-work_dirs/repro} --iters $${ITERS:-1600}
+	$(PY) scripts/reproduction_tables.py --runs $${RUNS:-work_dirs/repro} --iters $${ITERS:-1200}
 
 clean:
 	rm -rf work_dirs .pytest_cache
