@@ -26,6 +26,13 @@ and is called by every engine entry point before MMEngine builds anything.
    torchvision only to look up a URL that MMEngine ships itself (``mmengine/hub/torchvision_0.12.json``;
    ``get_torchvision_models`` in mmengine/runner/checkpoint.py). fltool registers loaders for these schemes that
    use the same tables and torch.hub cache file and read it like item 1 (``fltool.engine.hub``).
+6. Leaving a distributed run early (a stop signal, an error) with the gloo process group still alive: the process
+   then dies in interpreter teardown now and then, ``terminate called without an active exception`` and exit -6
+   (SIGABRT) instead of the promised 143 or 1, when the peer rank has already gone (seen here in one of several runs
+   of the 2-rank SIGTERM test). pytorch/pytorch#190489 reports this abort for a gloo group never destroyed, and
+   pytorch/pytorch#179291 explains it: gloo's worker threads still hold work whose tensors are freed during
+   interpreter finalisation. MMEngine never destroys the group. ``exit_distributed`` flushes and exits the process
+   at once on that path, before Python's and C++'s teardown run.
 """
 from __future__ import annotations
 
@@ -148,3 +155,20 @@ def distributed_cfg_overrides(cfg: Any) -> None:
         wrapper.setdefault("type", "MMDistributedDataParallel")
         wrapper["device_ids"] = None
         cfg.model_wrapper_cfg = wrapper
+
+
+def exit_distributed(code: int) -> None:
+    """Item 6: in a process with an initialised process group, flush and end the process now with ``code``; a no-op
+    otherwise (the caller then exits the normal way)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    dist = getattr(torch, "distributed", None) if torch is not None else None
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 -- a closed stream must not change the exit code
+            pass
+    os._exit(code)

@@ -269,3 +269,21 @@ def test_train_tensorboard_flag_writes_event_files_and_plain_progress_has_eta(ti
     assert list(tmp_path.glob("*/vis_data/events.out.tfevents.*"))
     iter_lines = [ln for ln in result.stderr.splitlines() if "iter 2/2" in ln]
     assert iter_lines and "eta 0:00:00" in iter_lines[0] and "pos/img" in iter_lines[0]
+
+
+def test_a_distributed_process_leaving_on_an_error_exits_with_its_code_before_teardown(tmp_path):
+    """compat item 6: with a live gloo group, the error path ends the process at once with the promised code (and
+    what was printed flushed), instead of a teardown that can abort with -6; without a group it is a no-op."""
+    script = (
+        "import sys, torch.distributed as dist\n"
+        "from fltool.compat import exit_distributed\n"
+        "exit_distributed(5)\n"  # no group yet: returns
+        "print('no group: returned', flush=True)\n"
+        f"dist.init_process_group('gloo', init_method='file://{tmp_path / 'store'}', rank=0, world_size=1)\n"
+        "print('unflushed line', end='')\n"
+        "exit_distributed(143)\n"
+        "print('not reached')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert proc.stdout == "no group: returned\nunflushed line"

@@ -42,6 +42,9 @@ def _fail(message: str, exit_code: int) -> None:
     if debug_enabled():
         traceback.print_exc()
     print(f"fltool: error: {message}", file=sys.stderr, flush=True)
+    from fltool.compat import exit_distributed
+
+    exit_distributed(exit_code)  # a distributed run: exit now, before a teardown that can abort (compat item 6)
     raise typer.Exit(exit_code)
 
 
