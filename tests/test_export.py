@@ -342,5 +342,8 @@ def test_onnxruntime_detector_preprocesses_on_one_torch_thread_and_restores_the_
         assert torch.get_num_threads() == 2
         out = model(**data, mode="predict")
         assert len(out) == 1 and hasattr(out[0], "pred_instances")
+        with pytest.raises(Exception):  # a batch the preprocessor cannot take: the count is still restored
+            model.data_preprocessor({"inputs": [torch.zeros(2, 2)], "data_samples": [sample]}, False)
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

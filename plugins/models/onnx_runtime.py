@@ -130,8 +130,9 @@ class OnnxRuntimeDetector(BaseModel):
         # ONNX Runtime owns the cores here; torch only normalises and pads. Run that on one torch thread: with more,
         # torch's OpenMP workers spin-wait after each op and contend with ONNX Runtime's own pool (2 cores, 256 px:
         # 12.1 ms per image with a 2-thread torch op before each run against 7.5 ms without, measured here).
+        # always_call: a preprocessing error must not leave the caller's process on one thread.
         self.data_preprocessor.register_forward_pre_hook(_one_torch_thread)
-        self.data_preprocessor.register_forward_hook(_restore_torch_threads)
+        self.data_preprocessor.register_forward_hook(_restore_torch_threads, always_call=True)
 
     def forward(self, inputs: torch.Tensor, data_samples: Optional[list] = None, mode: str = "predict") -> Any:
         if mode != "predict":
