@@ -307,12 +307,19 @@ def test_shared_cpu_and_unsteady_timings_are_noted_once_each():
     assert "--threads 1 is steadier" in timing.timing_notes([two_threads_on_one_core])[0]
 
 
-def test_both_backends_are_measured_on_the_same_images_with_the_same_accuracy(learned_run, learn_config, tmp_path):
+@pytest.fixture(scope="module")
+def all_backends(learned_run, learn_config, tmp_path_factory):
+    """The learning run measured once with every backend: fltool's PyTorch path, stock MMDetection, ONNX Runtime."""
+    work_dir = tmp_path_factory.mktemp("bench_backends")
     opts = sa.BenchOptions(configs=[learn_config], checkpoints=[learned_run.checkpoint], scales=[128],
-                           num_images=4, warmup=1, min_iters=2, work_dir=tmp_path, threads=1,
-                           backends=["pytorch", "onnxruntime"])
-    result = sa.run_speed_accuracy(opts)
-    torch_point, ort_point = result.points
+                           num_images=4, warmup=1, min_iters=2, work_dir=work_dir, threads=1,
+                           backends=["pytorch", "mmdet", "onnxruntime"])
+    return sa.run_speed_accuracy(opts), work_dir
+
+
+def test_both_backends_are_measured_on_the_same_images_with_the_same_accuracy(all_backends):
+    result, work_dir = all_backends
+    torch_point, _, ort_point = result.points
     assert (torch_point.backend, ort_point.backend) == ("pytorch", "onnxruntime")
     assert ort_point.series == "tiny_learn (onnxruntime)" and torch_point.series == "tiny_learn"
     assert torch_point.metrics["AP50"] >= 0.3  # a model that detects, so equal AP means something
@@ -320,19 +327,16 @@ def test_both_backends_are_measured_on_the_same_images_with_the_same_accuracy(le
         assert ort_point.metrics[key] == pytest.approx(value, abs=0.005), key
     assert ort_point.num_images == torch_point.num_images == 4
     assert ort_point.threads == torch_point.threads == 1 and ort_point.latency.median_ms > 0
-    assert (tmp_path / "onnx" / "tiny_learn.onnx").is_file()
+    assert (work_dir / "onnx" / "tiny_learn.onnx").is_file()
     assert any("onnxruntime" in n and "the speed of pytorch" in n for n in result.notes)
     with open(result.csv_file, newline="") as f:
-        assert [r["backend"] for r in csv.DictReader(f)] == ["pytorch", "onnxruntime"]
+        assert [r["backend"] for r in csv.DictReader(f)] == ["pytorch", "mmdet", "onnxruntime"]
 
 
-def test_stock_mmdetection_inference_of_the_same_weights_is_a_row_of_its_own(learned_run, learn_config, tmp_path):
+def test_stock_mmdetection_inference_of_the_same_weights_is_a_row_of_its_own(all_backends, learn_config, tmp_path):
     """--backend mmdet: the same checkpoint as stock MMDetection runs it (NCHW); the AP must be the same model's."""
-    opts = sa.BenchOptions(configs=[learn_config], checkpoints=[learned_run.checkpoint], scales=[128],
-                           num_images=4, warmup=1, min_iters=2, work_dir=tmp_path, threads=1,
-                           backends=["pytorch", "mmdet"])
-    result = sa.run_speed_accuracy(opts)
-    ours, stock = result.points
+    result, _ = all_backends
+    ours, stock, _ = result.points
     assert (ours.backend, stock.backend) == ("pytorch", "mmdet") and stock.series == "tiny_learn (mmdet)"
     assert ours.metrics["AP50"] >= 0.3
     for key, value in ours.metrics.items():
