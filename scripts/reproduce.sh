@@ -4,7 +4,8 @@
 #   RUNS=work_dirs/repro scripts/reproduce.sh [scale] [regime]    then    .venv/bin/python scripts/reproduction_tables.py
 # scale: the embedded set, BCCD, Figure 4 and Table 1e of the default model.
 # regime: "The regime the paper studied" (the sparse set, OHEM, the prior); ITERS=... sets the length of its
-#   comparison runs (default 1200, the default recipe's). REPRODUCTION.md states the measured run time of each part.
+#   comparison runs (default 1200, the default recipe's), LONG_ITERS=... (default 2 x ITERS) the length at which the
+#   chosen points train again to show whether AP has stopped rising. REPRODUCTION.md states each part's run time.
 # Without arguments: both, in that order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +59,7 @@ SPARSE=retinanet_r18-gn_synth-sparse_384
 DENSE=retinanet_r18-gn_synth_256
 ITERS=${ITERS:-1200}  # every comparison run, both sets; a multiple of 400 (checkpoints every 400, logs every 20)
 EVAL="train_cfg.val_interval=$((ITERS / 4))"  # AP at 1/4, 1/2, 3/4 and the end: has it stopped rising?
+LONG_ITERS=${LONG_ITERS:-$((2 * ITERS))}  # the chosen points again, twice as long (a multiple of 400 too)
 CE_GRID=CE-a0.5,CE-a0.75,CE-a0.9
 FL_GRID=FL-g0.5-a0.25,FL-g1-a0.25,FL
 OHEM_GRID=OHEM-b128,OHEM-b512,OHEM-b128-nms0.7
@@ -80,6 +82,19 @@ regime() {
   done
   fltool sweep "$config" "${common[@]}" --seeds 0,1,2 --report-only
 }
+# longer CONFIG SHORT_DIR LONG_DIR LOSSES GROUP...: the points chosen at ITERS (in SHORT_DIR), seeds 0,1,2 again at
+# LONG_ITERS. The families are not chosen anew at that length: the schedule, not the choice, is what is tested.
+longer() {
+  local config=$1 short=$2 dir=$3 losses=$4; shift 4
+  local common=(--work-dir "$dir" --set "loss=$losses" --max-iters "$LONG_ITERS"
+                --cfg-options "train_cfg.val_interval=$((LONG_ITERS / 4))")
+  local points
+  points=$(python scripts/reproduction_tables.py --pick-best "$short" "$@")
+  for point in $points; do
+    sweep_runs "$config" "${common[@]}" --seeds 0,1,2 --point "$point"
+  done
+  fltool sweep "$config" "${common[@]}" --seeds 0,1,2 --report-only
+}
 
 fltool analyze anchors $SPARSE --work-dir "$RUNS/anchors_sparse"
 fltool analyze anchors $DENSE --work-dir "$RUNS/anchors_dense"
@@ -94,8 +109,15 @@ fltool analyze prior $SPARSE --work-dir "$RUNS/sparse_prior_sgd" --max-iters 300
 regime $SPARSE "$RUNS/sparse_$ITERS" "$SPARSE_LOSSES" "$CE_GRID" FL "$FL_GRID" 'FL*' "$OHEM_GRID" OHEM-1:3-b128
 # the same grid's best CE and FL on the default (dense) set, at the same length
 regime $DENSE "$RUNS/dense_$ITERS" "$DENSE_LOSSES" "$CE_GRID" "$FL_GRID"
-# Figure 4 of the sparse-set model (FL, seed 0)
-if [ ! -f "$RUNS/sparse_loss_cdf/loss_cdf.json" ]; then
-  fltool analyze loss-cdf $SPARSE "$RUNS/sparse_$ITERS/loss=FL/seed0/iter_$ITERS.pth" --work-dir "$RUNS/sparse_loss_cdf"
-fi
+# Has AP stopped rising? The chosen points of both sets, three seeds, at LONG_ITERS
+longer $SPARSE "$RUNS/sparse_$ITERS" "$RUNS/sparse_$LONG_ITERS" "$SPARSE_LOSSES" \
+  "$CE_GRID" FL "$FL_GRID" 'FL*' "$OHEM_GRID" OHEM-1:3-b128
+longer $DENSE "$RUNS/dense_$ITERS" "$RUNS/dense_$LONG_ITERS" "$DENSE_LOSSES" "$CE_GRID" "$FL_GRID"
+# Figure 4 of the sparse-set model (FL, seed 0), at both lengths
+for n in "$ITERS" "$LONG_ITERS"; do
+  out="$RUNS/sparse_loss_cdf"; [ "$n" = "$ITERS" ] || out="$RUNS/sparse_loss_cdf_$n"
+  if [ ! -f "$out/loss_cdf.json" ]; then
+    fltool analyze loss-cdf $SPARSE "$RUNS/sparse_$n/loss=FL/seed0/iter_$n.pth" --work-dir "$out"
+  fi
+done
 fi

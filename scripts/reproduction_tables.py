@@ -317,12 +317,20 @@ def convergence_table(rows: list[tuple[str, Optional[dict]]]) -> list[str]:
     return out
 
 
-def difference(a: Optional[dict], b: Optional[dict]) -> str:
-    """mean(a) - mean(b) in AP points, with its standard error sqrt(s_a^2/n_a + s_b^2/n_b) and the ratio."""
+def diff_se(a: Optional[dict], b: Optional[dict]) -> Optional[tuple[float, float]]:
+    """(mean(a) - mean(b), its standard error sqrt(s_a^2/n_a + s_b^2/n_b)) in AP points; None without 2+ seeds."""
     if a is None or b is None or a["n"] < 2 or b["n"] < 2 or a["std"].get("AP") is None or b["std"].get("AP") is None:
+        return None
+    return (100 * (a["mean"]["AP"] - b["mean"]["AP"]),
+            100 * math.sqrt(a["std"]["AP"] ** 2 / a["n"] + b["std"]["AP"] ** 2 / b["n"]))
+
+
+def difference(a: Optional[dict], b: Optional[dict]) -> str:
+    """mean(a) - mean(b) in AP points, with its standard error and the ratio, as three table cells."""
+    values = diff_se(a, b)
+    if values is None:
         return "needs 2+ seeds of both | | "
-    diff = 100 * (a["mean"]["AP"] - b["mean"]["AP"])
-    se = 100 * math.sqrt(a["std"]["AP"] ** 2 / a["n"] + b["std"]["AP"] ** 2 / b["n"])
+    diff, se = values
     return f"{diff:+.1f} | {se:.1f} | {abs(diff) / se:.1f}" if se > 0 else f"{diff:+.1f} | 0.0 | -"
 
 
@@ -368,16 +376,46 @@ SPARSE_GROUPS = [("CE, best alpha", "CE-a0.5,CE-a0.75,CE-a0.9"), ("FL, gamma 2, 
 DENSE_GROUPS = [SPARSE_GROUPS[0], SPARSE_GROUPS[2]]
 
 
-def regime_sections(runs: Path, iters: str) -> list[tuple[str, list[str]]]:
+def longer_rows(short: Sweep, long: Sweep, groups: list[tuple[str, str]]) -> list[tuple[str, Optional[dict]]]:
+    """(label, point) per group in the longer sweep: the preset chosen in the shorter one, not chosen anew."""
+    rows = []
+    for (label, group), (_, chosen) in zip(groups, regime_rows(short, groups)):
+        name = chosen["settings"]["loss"] if chosen else None
+        point = long.point(loss=name) if name else None
+        rows.append((f"{label} ({name})" if "," in group and name else label, point))
+    return rows
+
+
+def schedule_table(short: list[tuple[str, Optional[dict]]], long: list[tuple[str, Optional[dict]]],
+                   short_iters: str, long_iters: str) -> list[str]:
+    """Final AP of the same points at both lengths: has AP stopped rising when the schedule doubles? ("yes, still
+    rising" when the longer schedule's mean is more than two standard errors above the shorter one's.)"""
+    out = [f"| loss | AP at {short_iters} | AP at {long_iters} | change (points) | standard error | change / SE | "
+           "still rising (change > 2 SE)? |", "|---|---|---|---|---|---|---|"]
+    for (label, a), (_, b) in zip(short, long):
+        values = diff_se(b, a)
+        verdict = "" if values is None else ("yes" if values[0] > 2 * values[1] else "no")
+        out.append(f"| {label} | {cell(a)} | {cell(b)} | {difference(b, a)} | {verdict} |")
+    return out
+
+
+def regime_pairs(s: dict, d: dict) -> list[tuple[str, Optional[dict], Optional[dict]]]:
+    return [("sparse: FL (gamma 2) - best CE", s["FL, gamma 2, alpha 0.25"], s["CE, best alpha"]),
+            ("sparse: FL (best gamma) - best CE", s["FL, best gamma"], s["CE, best alpha"]),
+            ("sparse: FL (gamma 2) - best OHEM", s["FL, gamma 2, alpha 0.25"], s["OHEM, best"]),
+            ("sparse: FL (gamma 2) - OHEM 1:3", s["FL, gamma 2, alpha 0.25"], s["OHEM 1:3, B = 128"]),
+            ("dense: FL (best gamma) - best CE", d["FL, best gamma"], d["CE, best alpha"])]
+
+
+def regime_sections(runs: Path, iters: str, long_iters: str) -> list[tuple[str, list[str]]]:
     sparse, dense = Sweep(runs / f"sparse_{iters}"), Sweep(runs / f"dense_{iters}")
     s_rows, d_rows = regime_rows(sparse, SPARSE_GROUPS), regime_rows(dense, DENSE_GROUPS)
     s = {label: point for (label, _), (_, point) in zip(SPARSE_GROUPS, s_rows)}
     d = {label: point for (label, _), (_, point) in zip(DENSE_GROUPS, d_rows)}
-    pairs = [("sparse: FL (gamma 2) - best CE", s["FL, gamma 2, alpha 0.25"], s["CE, best alpha"]),
-             ("sparse: FL (best gamma) - best CE", s["FL, best gamma"], s["CE, best alpha"]),
-             ("sparse: FL (gamma 2) - best OHEM", s["FL, gamma 2, alpha 0.25"], s["OHEM, best"]),
-             ("sparse: FL (gamma 2) - OHEM 1:3", s["FL, gamma 2, alpha 0.25"], s["OHEM 1:3, B = 128"]),
-             ("dense: FL (best gamma) - best CE", d["FL, best gamma"], d["CE, best alpha"])]
+    sparse_l, dense_l = Sweep(runs / f"sparse_{long_iters}"), Sweep(runs / f"dense_{long_iters}")
+    sl_rows, dl_rows = longer_rows(sparse, sparse_l, SPARSE_GROUPS), longer_rows(dense, dense_l, DENSE_GROUPS)
+    sl = {label: point for (label, _), (_, point) in zip(SPARSE_GROUPS, sl_rows)}
+    dl = {label: point for (label, _), (_, point) in zip(DENSE_GROUPS, dl_rows)}
     return [
         ("Imbalance: positive anchors per image, the model's own assigner",
          anchors_table([("sparse (retinanet_r18-gn_synth-sparse_384)", runs / "anchors_sparse" / "anchors.json"),
@@ -388,14 +426,28 @@ def regime_sections(runs: Path, iters: str) -> list[tuple[str, list[str]]]:
         (f"Dense set: choosing the best (seed {SEED_ZERO}, {dense.iters()} iterations)",
          selection_table(dense, DENSE_GROUPS)),
         (f"Dense set: {dense.iters()} iterations, seeds {dense.seeds()}", regime_table(dense, d_rows)),
-        ("Differences (mean over seeds; standard error of the difference of two means)", differences_table(pairs)),
+        ("Differences (mean over seeds; standard error of the difference of two means)",
+         differences_table(regime_pairs(s, d))),
         ("Convergence: sparse set", convergence_table(s_rows)),
         ("Convergence: dense set", convergence_table(d_rows)),
+        (f"Sparse set: {sparse_l.iters()} iterations, seeds {sparse_l.seeds()} (the points chosen at {iters})",
+         regime_table(sparse_l, sl_rows)),
+        (f"Dense set: {dense_l.iters()} iterations, seeds {dense_l.seeds()} (the points chosen at {iters})",
+         regime_table(dense_l, dl_rows)),
+        (f"Differences at {long_iters} iterations", differences_table(regime_pairs(sl, dl))),
+        (f"Schedule length: sparse set, {iters} against {long_iters} iterations",
+         schedule_table(s_rows, sl_rows, iters, long_iters)),
+        (f"Schedule length: dense set, {iters} against {long_iters} iterations",
+         schedule_table(d_rows, dl_rows, iters, long_iters)),
+        (f"Convergence: sparse set, {long_iters} iterations", convergence_table(sl_rows)),
+        (f"Convergence: dense set, {long_iters} iterations", convergence_table(dl_rows)),
         ("The prior, as configured (AdamW, gradient clipping)", prior_table(runs / "sparse_prior" / "prior.json")),
         ("The prior, with the paper's optimiser (SGD, no clipping)",
          prior_table(runs / "sparse_prior_sgd" / "prior.json")),
-        ("Figure 4: loss CDF of the sparse-set model (FL, seed 0)",
+        (f"Figure 4: loss CDF of the sparse-set model (FL, seed 0, {iters} iterations)",
          loss_cdf(runs / "sparse_loss_cdf" / "loss_cdf.json")),
+        (f"Figure 4: loss CDF of the sparse-set model (FL, seed 0, {long_iters} iterations)",
+         loss_cdf(runs / f"sparse_loss_cdf_{long_iters}" / "loss_cdf.json")),
     ]
 
 
@@ -404,6 +456,8 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("work_dirs/repro"))
     parser.add_argument("--figures", type=Path, default=None, help="copy the plots into this folder")
     parser.add_argument("--iters", default="1200", help="the regime runs' length (reproduce.sh's ITERS)")
+    parser.add_argument("--long-iters", default=None,
+                        help="the chosen points' longer runs (reproduce.sh's LONG_ITERS; default 2 x --iters)")
     parser.add_argument("--pick-best", nargs="+", metavar=("SWEEP_DIR", "GROUP"), default=None,
                         help="print the point index of each group's best seed-0 AP, and exit")
     args = parser.parse_args()
@@ -413,6 +467,7 @@ def main() -> None:
         print(" ".join(str(i) for i in pick_best(Path(args.pick_best[0]), args.pick_best[1:])))
         return
     runs = args.runs
+    long_iters = args.long_iters or str(2 * int(args.iters))
     grid, ce, flstar = Sweep(runs / "synth_grid"), Sweep(runs / "synth_ce_alpha"), Sweep(runs / "synth_flstar")
     long, bccd = Sweep(runs / "synth_full"), Sweep(runs / "bccd_losses")
     sections = [
@@ -424,7 +479,7 @@ def main() -> None:
         ("Your own data: BCCD through --data against the shipped BCCD config", own_data(runs)),
         ("Figure 4: loss CDF of the default model", loss_cdf(runs / "loss_cdf" / "loss_cdf.json")),
         ("Table 1e: speed vs accuracy of the default model", speed(runs / "speed_accuracy" / "results.json")),
-    ] + regime_sections(runs, args.iters)
+    ] + regime_sections(runs, args.iters, long_iters)
     for title, lines in sections:
         print(f"### {title}\n")
         print("\n".join(lines) + "\n")
@@ -434,6 +489,8 @@ def main() -> None:
                              (runs / "loss_cdf" / "loss_cdf.png", "loss_cdf_default.png"),
                              (runs / "speed_accuracy" / "speed_accuracy.png", "speed_accuracy_default.png"),
                              (runs / "sparse_loss_cdf" / "loss_cdf.png", "loss_cdf_sparse.png"),
+                             (runs / f"sparse_loss_cdf_{long_iters}" / "loss_cdf.png",
+                              f"loss_cdf_sparse_{long_iters}.png"),
                              (runs / "sparse_prior" / "prior.png", "prior_sparse.png"),
                              (runs / "sparse_prior_sgd" / "prior.png", "prior_sparse_sgd.png")]:
             if source.is_file():

@@ -65,10 +65,10 @@ def _regime_point(index: int, loss: str, aps: list[float], runs_dir: Path, histo
     return point
 
 
-def _write_regime(runs: Path, name: str, points: list[dict]) -> Path:
+def _write_regime(runs: Path, name: str, points: list[dict], max_iters: int = 1600) -> Path:
     folder = runs / name
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.json").write_text(json.dumps({"seeds": [0, 1, 2], "max_iters": 1600, "points": points,
+    (folder / "results.json").write_text(json.dumps({"seeds": [0, 1, 2], "max_iters": max_iters, "points": points,
                                                      "sweep_command": f"fltool sweep X --work-dir {folder}"}))
     return folder
 
@@ -123,3 +123,28 @@ def test_table_1e_has_a_row_per_scale_and_backend_with_its_speed_relative_to_flt
     rows = [line for line in out.splitlines() if line.startswith("| 256 |")]
     assert [r.split(" | ")[1] for r in rows] == ["fltool (PyTorch, channels-last)", "stock MMDetection", "ONNX Runtime"]
     assert [r.split(" | ")[6] for r in rows] == ["1.00x", "0.80x", "1.60x"]
+
+
+def test_longer_runs_keep_the_points_chosen_at_the_shorter_length_and_say_whether_ap_still_rises(tmp_path):
+    _write_regime(tmp_path, "sparse_1600", [
+        _regime_point(0, "CE-a0.5", [0.20, 0.22, 0.24], tmp_path), _regime_point(1, "CE-a0.75", [0.10], tmp_path),
+        _regime_point(2, "FL", [0.30, 0.32, 0.34], tmp_path)])
+    # at 3200 CE-a0.75 happens to do better than the chosen CE-a0.5: the row must still be CE-a0.5's
+    _write_regime(tmp_path, "sparse_3200", [
+        _regime_point(0, "CE-a0.5", [0.21, 0.23, 0.25], tmp_path / "l"),
+        _regime_point(1, "CE-a0.75", [0.50, 0.50, 0.52], tmp_path / "l"),
+        _regime_point(2, "FL", [0.40, 0.42, 0.44], tmp_path / "l")], max_iters=3200)
+    out = subprocess.run([sys.executable, str(SCRIPT), "--runs", str(tmp_path), "--iters", "1600"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "### Sparse set: 3200 iterations, seeds 0, 1, 2 (the points chosen at 1600)" in out
+    longer = out.split("### Sparse set: 3200 iterations")[1].split("###")[0]
+    assert "| CE, best alpha (CE-a0.5) | 23.0 ± 2.0 |" in longer and "50.7" not in longer
+    schedule = out.split("### Schedule length: sparse set, 1600 against 3200 iterations")[1].split("###")[0]
+    # the same points' final AP at both lengths: +1.0 (SE 1.6) has stopped rising, +10.0 (SE 1.6) has not
+    assert "| CE, best alpha (CE-a0.5) | 22.0 ± 2.0 | 23.0 ± 2.0 | +1.0 | 1.6 | 0.6 | no |" in schedule
+    assert "| FL, gamma 2, alpha 0.25 | 32.0 ± 2.0 | 42.0 ± 2.0 | +10.0 | 1.6 | 6.1 | yes |" in schedule
+    assert "| sparse: FL (gamma 2) - best CE | +19.0 | 1.6 | 11.6 |" in out.split("### Differences at 3200")[1]
+    # --long-iters names another length; its folder is absent, so every longer row says so
+    other = subprocess.run([sys.executable, str(SCRIPT), "--runs", str(tmp_path), "--iters", "1600",
+                            "--long-iters", "2400"], capture_output=True, text=True, check=True).stdout
+    assert "| FL, gamma 2, alpha 0.25 | 32.0 ± 2.0 | not run | needs 2+ seeds of both |" in other
