@@ -69,31 +69,24 @@ DENSE_LOSSES="$CE_GRID,$FL_GRID"  # scripts/reproduction_tables.py names the sam
 sweep_runs() {  # fltool sweep; a run that fails (e.g. a diverging loss) is a result of its row, not a stop
   fltool sweep "$@" || { rc=$?; [ "$rc" -eq 1 ] || exit "$rc"; echo "reproduce: runs failed; see their rows" >&2; }
 }
-# regime CONFIG FOLDER LOSSES GROUP...: every loss with seed 0; then seeds 0,1,2 for the best point of each GROUP
-# (highest seed-0 AP; a group of one is a fixed point); then the report of all of it.
-regime() {
-  local config=$1 dir=$2 losses=$3; shift 3
-  local common=(--work-dir "$dir" --set "loss=$losses" --max-iters "$ITERS" --cfg-options "$EVAL")
-  sweep_runs "$config" "${common[@]}" --seeds 0
+# chosen CONFIG FOLDER N FROM LOSSES GROUP...: seeds 0,1,2 at N iterations (AP every N/4) for the best point of each
+# GROUP in the sweep FROM (highest seed-0 AP; a group of one is a fixed point); then the report of FOLDER.
+chosen() {
+  local config=$1 dir=$2 n=$3 from=$4 losses=$5; shift 5
+  local common=(--work-dir "$dir" --set "loss=$losses" --max-iters "$n"
+                --cfg-options "train_cfg.val_interval=$((n / 4))")
   local points
-  points=$(python scripts/reproduction_tables.py --pick-best "$dir" "$@")
+  points=$(python scripts/reproduction_tables.py --pick-best "$from" "$@")
   for point in $points; do
     sweep_runs "$config" "${common[@]}" --seeds 0,1,2 --point "$point"
   done
   fltool sweep "$config" "${common[@]}" --seeds 0,1,2 --report-only
 }
-# longer CONFIG SHORT_DIR LONG_DIR LOSSES GROUP...: the points chosen at ITERS (in SHORT_DIR), seeds 0,1,2 again at
-# LONG_ITERS. The families are not chosen anew at that length: the schedule, not the choice, is what is tested.
-longer() {
-  local config=$1 short=$2 dir=$3 losses=$4; shift 4
-  local common=(--work-dir "$dir" --set "loss=$losses" --max-iters "$LONG_ITERS"
-                --cfg-options "train_cfg.val_interval=$((LONG_ITERS / 4))")
-  local points
-  points=$(python scripts/reproduction_tables.py --pick-best "$short" "$@")
-  for point in $points; do
-    sweep_runs "$config" "${common[@]}" --seeds 0,1,2 --point "$point"
-  done
-  fltool sweep "$config" "${common[@]}" --seeds 0,1,2 --report-only
+# regime CONFIG FOLDER LOSSES GROUP...: every loss with seed 0 at ITERS; then the best of each GROUP with 3 seeds
+regime() {
+  local config=$1 dir=$2 losses=$3; shift 3
+  sweep_runs "$config" --work-dir "$dir" --set "loss=$losses" --max-iters "$ITERS" --cfg-options "$EVAL" --seeds 0
+  chosen "$config" "$dir" "$ITERS" "$dir" "$losses" "$@"
 }
 
 fltool analyze anchors $SPARSE --work-dir "$RUNS/anchors_sparse"
@@ -110,9 +103,10 @@ regime $SPARSE "$RUNS/sparse_$ITERS" "$SPARSE_LOSSES" "$CE_GRID" FL "$FL_GRID" '
 # the same grid's best CE and FL on the default (dense) set, at the same length
 regime $DENSE "$RUNS/dense_$ITERS" "$DENSE_LOSSES" "$CE_GRID" "$FL_GRID"
 # Has AP stopped rising? The chosen points of both sets, three seeds, at LONG_ITERS
-longer $SPARSE "$RUNS/sparse_$ITERS" "$RUNS/sparse_$LONG_ITERS" "$SPARSE_LOSSES" \
+# (the points chosen at ITERS: the schedule, not the choice, is what is tested)
+chosen $SPARSE "$RUNS/sparse_$LONG_ITERS" "$LONG_ITERS" "$RUNS/sparse_$ITERS" "$SPARSE_LOSSES" \
   "$CE_GRID" FL "$FL_GRID" 'FL*' "$OHEM_GRID" OHEM-1:3-b128
-longer $DENSE "$RUNS/dense_$ITERS" "$RUNS/dense_$LONG_ITERS" "$DENSE_LOSSES" "$CE_GRID" "$FL_GRID"
+chosen $DENSE "$RUNS/dense_$LONG_ITERS" "$LONG_ITERS" "$RUNS/dense_$ITERS" "$DENSE_LOSSES" "$CE_GRID" "$FL_GRID"
 # Figure 4 of the sparse-set model (FL, seed 0), at both lengths
 for n in "$ITERS" "$LONG_ITERS"; do
   out="$RUNS/sparse_loss_cdf"; [ "$n" = "$ITERS" ] || out="$RUNS/sparse_loss_cdf_$n"
