@@ -54,7 +54,7 @@ fi
 fi
 
 if [[ " $PARTS " == *" regime "* ]]; then
-# ---- The regime the paper studied: 1 positive anchor in ~1,400 (the sparse set) against 1 in 85 (the default set).
+# ---- The regime the paper studied: 1 positive anchor in 1,172 (the sparse set) against 1 in 85 (the default set).
 SPARSE=retinanet_r18-gn_synth-sparse_384
 DENSE=retinanet_r18-gn_synth_256
 ITERS=${ITERS:-1200}  # every comparison run, both sets; a multiple of 400 (checkpoints every 400, logs every 20)
