@@ -376,14 +376,9 @@ SPARSE_GROUPS = [("CE, best alpha", "CE-a0.5,CE-a0.75,CE-a0.9"), ("FL, gamma 2, 
 DENSE_GROUPS = [SPARSE_GROUPS[0], SPARSE_GROUPS[2]]
 
 
-def longer_rows(short: Sweep, long: Sweep, groups: list[tuple[str, str]]) -> list[tuple[str, Optional[dict]]]:
-    """(label, point) per group in the longer sweep: the preset chosen in the shorter one, not chosen anew."""
-    rows = []
-    for (label, group), (_, chosen) in zip(groups, regime_rows(short, groups)):
-        name = chosen["settings"]["loss"] if chosen else None
-        point = long.point(loss=name) if name else None
-        rows.append((f"{label} ({name})" if "," in group and name else label, point))
-    return rows
+def longer_rows(short_rows: list[tuple[str, Optional[dict]]], long: Sweep) -> list[tuple[str, Optional[dict]]]:
+    """The shorter sweep's rows (regime_rows) with each chosen preset's point in the longer sweep: not chosen anew."""
+    return [(label, long.point(**chosen["settings"]) if chosen else None) for label, chosen in short_rows]
 
 
 def schedule_table(short: list[tuple[str, Optional[dict]]], long: list[tuple[str, Optional[dict]]],
@@ -399,7 +394,11 @@ def schedule_table(short: list[tuple[str, Optional[dict]]], long: list[tuple[str
     return out
 
 
-def regime_pairs(s: dict, d: dict) -> list[tuple[str, Optional[dict], Optional[dict]]]:
+def regime_pairs(sparse_rows: list[tuple[str, Optional[dict]]], dense_rows: list[tuple[str, Optional[dict]]]
+                 ) -> list[tuple[str, Optional[dict], Optional[dict]]]:
+    """The comparisons of the answer, from the rows of SPARSE_GROUPS and DENSE_GROUPS (in their order)."""
+    s = {label: point for (label, _), (_, point) in zip(SPARSE_GROUPS, sparse_rows)}
+    d = {label: point for (label, _), (_, point) in zip(DENSE_GROUPS, dense_rows)}
     return [("sparse: FL (gamma 2) - best CE", s["FL, gamma 2, alpha 0.25"], s["CE, best alpha"]),
             ("sparse: FL (best gamma) - best CE", s["FL, best gamma"], s["CE, best alpha"]),
             ("sparse: FL (gamma 2) - best OHEM", s["FL, gamma 2, alpha 0.25"], s["OHEM, best"]),
@@ -410,12 +409,8 @@ def regime_pairs(s: dict, d: dict) -> list[tuple[str, Optional[dict], Optional[d
 def regime_sections(runs: Path, iters: str, long_iters: str) -> list[tuple[str, list[str]]]:
     sparse, dense = Sweep(runs / f"sparse_{iters}"), Sweep(runs / f"dense_{iters}")
     s_rows, d_rows = regime_rows(sparse, SPARSE_GROUPS), regime_rows(dense, DENSE_GROUPS)
-    s = {label: point for (label, _), (_, point) in zip(SPARSE_GROUPS, s_rows)}
-    d = {label: point for (label, _), (_, point) in zip(DENSE_GROUPS, d_rows)}
     sparse_l, dense_l = Sweep(runs / f"sparse_{long_iters}"), Sweep(runs / f"dense_{long_iters}")
-    sl_rows, dl_rows = longer_rows(sparse, sparse_l, SPARSE_GROUPS), longer_rows(dense, dense_l, DENSE_GROUPS)
-    sl = {label: point for (label, _), (_, point) in zip(SPARSE_GROUPS, sl_rows)}
-    dl = {label: point for (label, _), (_, point) in zip(DENSE_GROUPS, dl_rows)}
+    sl_rows, dl_rows = longer_rows(s_rows, sparse_l), longer_rows(d_rows, dense_l)
     return [
         ("Imbalance: positive anchors per image, the model's own assigner",
          anchors_table([("sparse (retinanet_r18-gn_synth-sparse_384)", runs / "anchors_sparse" / "anchors.json"),
@@ -427,14 +422,14 @@ def regime_sections(runs: Path, iters: str, long_iters: str) -> list[tuple[str, 
          selection_table(dense, DENSE_GROUPS)),
         (f"Dense set: {dense.iters()} iterations, seeds {dense.seeds()}", regime_table(dense, d_rows)),
         ("Differences (mean over seeds; standard error of the difference of two means)",
-         differences_table(regime_pairs(s, d))),
+         differences_table(regime_pairs(s_rows, d_rows))),
         ("Convergence: sparse set", convergence_table(s_rows)),
         ("Convergence: dense set", convergence_table(d_rows)),
         (f"Sparse set: {sparse_l.iters()} iterations, seeds {sparse_l.seeds()} (the points chosen at {iters})",
          regime_table(sparse_l, sl_rows)),
         (f"Dense set: {dense_l.iters()} iterations, seeds {dense_l.seeds()} (the points chosen at {iters})",
          regime_table(dense_l, dl_rows)),
-        (f"Differences at {long_iters} iterations", differences_table(regime_pairs(sl, dl))),
+        (f"Differences at {long_iters} iterations", differences_table(regime_pairs(sl_rows, dl_rows))),
         (f"Schedule length: sparse set, {iters} against {long_iters} iterations",
          schedule_table(s_rows, sl_rows, iters, long_iters)),
         (f"Schedule length: dense set, {iters} against {long_iters} iterations",
