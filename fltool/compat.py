@@ -32,7 +32,10 @@ and is called by every engine entry point before MMEngine builds anything.
    of the 2-rank SIGTERM test). pytorch/pytorch#190489 reports this abort for a gloo group never destroyed, and
    pytorch/pytorch#179291 explains it: gloo's worker threads still hold work whose tensors are freed during
    interpreter finalisation. MMEngine never destroys the group. ``exit_distributed`` flushes and exits the process
-   at once on that path, before Python's and C++'s teardown run.
+   at once on that path, before Python's and C++'s teardown run. The same abort hit a run that had *finished*
+   (CI, 2-rank torchrun test: rank 1 exit -6 after its last evaluation), so on success ``end_distributed``
+   destroys the group while the interpreter is whole -- only then, as torchtitan does (pytorch/torchtitan#1342):
+   destroying it while a failed peer may still be inside a collective can hang.
 """
 from __future__ import annotations
 
@@ -155,6 +158,17 @@ def distributed_cfg_overrides(cfg: Any) -> None:
         wrapper.setdefault("type", "MMDistributedDataParallel")
         wrapper["device_ids"] = None
         cfg.model_wrapper_cfg = wrapper
+
+
+def end_distributed() -> None:
+    """Item 6: after a command succeeded, destroy the process group (if any) before interpreter teardown."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    dist = getattr(torch, "distributed", None) if torch is not None else None
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    dist.destroy_process_group()
 
 
 def exit_distributed(code: int) -> None:

@@ -54,7 +54,7 @@ def handle_errors(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit, typer.BadParameter):  # a usage error: Click's message, exit 2
             raise
         except FltoolError as exc:
@@ -67,6 +67,10 @@ def handle_errors(func: Callable) -> Callable:
             text = " ".join(str(exc).split())[:300]
             _fail(f"internal error: {type(exc).__name__}: {text} "
                   "(this is a bug in fltool or its stack; rerun with FLTOOL_DEBUG=1 for the traceback)", 1)
+        from fltool.compat import end_distributed
+
+        end_distributed()  # a distributed run that succeeded: destroy its process group now (compat item 6)
+        return result
 
     return wrapper
 
