@@ -4,8 +4,8 @@
 #   RUNS=work_dirs/repro scripts/reproduce.sh [scale] [regime]    then    .venv/bin/python scripts/reproduction_tables.py
 # scale: the embedded set, BCCD, Figure 4 and Table 1e of the default model.
 # regime: "The regime the paper studied" (the sparse set, OHEM, the prior); ITERS=... sets the length of its
-#   comparison runs (default 1200, the default recipe's), LONG_ITERS=... (default 2 x ITERS) the length at which the
-#   chosen points train again to show whether AP has stopped rising. REPRODUCTION.md states each part's run time.
+#   comparison runs (default 1200, the default recipe's), LONG_ITERS="..." (default "2xITERS 4xITERS") the lengths at
+#   which the chosen points train again to show where AP stops rising. REPRODUCTION.md states each part's run time.
 # Without arguments: both, in that order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,7 +59,7 @@ SPARSE=retinanet_r18-gn_synth-sparse_384
 DENSE=retinanet_r18-gn_synth_256
 ITERS=${ITERS:-1200}  # every comparison run, both sets; a multiple of 400 (checkpoints every 400, logs every 20)
 EVAL="train_cfg.val_interval=$((ITERS / 4))"  # AP at 1/4, 1/2, 3/4 and the end: has it stopped rising?
-LONG_ITERS=${LONG_ITERS:-$((2 * ITERS))}  # the chosen points again, twice as long (a multiple of 400 too)
+LONG_ITERS=${LONG_ITERS:-"$((2 * ITERS)) $((4 * ITERS))"}  # the chosen points again, longer (multiples of 400 too)
 CE_GRID=CE-a0.5,CE-a0.75,CE-a0.9
 FL_GRID=FL-g0.5-a0.25,FL-g1-a0.25,FL
 OHEM_GRID=OHEM-b128,OHEM-b512,OHEM-b128-nms0.7
@@ -102,14 +102,16 @@ fltool analyze prior $SPARSE --work-dir "$RUNS/sparse_prior_sgd" --max-iters 300
 regime $SPARSE "$RUNS/sparse_$ITERS" "$SPARSE_LOSSES" "$CE_GRID" FL "$FL_GRID" 'FL*' "$OHEM_GRID" OHEM-1:3-b128
 # the same grid's best CE and FL on the default (dense) set, at the same length
 regime $DENSE "$RUNS/dense_$ITERS" "$DENSE_LOSSES" "$CE_GRID" "$FL_GRID"
-# Has AP stopped rising? The chosen points of both sets, three seeds, at LONG_ITERS
+# Where does AP stop rising? The chosen points of both sets, three seeds, at each of LONG_ITERS
 # (the points chosen at ITERS: the schedule, not the choice, is what is tested)
-chosen $SPARSE "$RUNS/sparse_$LONG_ITERS" "$LONG_ITERS" "$RUNS/sparse_$ITERS" "$SPARSE_LOSSES" \
-  "$CE_GRID" FL "$FL_GRID" 'FL*' "$OHEM_GRID" OHEM-1:3-b128
-chosen $DENSE "$RUNS/dense_$LONG_ITERS" "$LONG_ITERS" "$RUNS/dense_$ITERS" "$DENSE_LOSSES" "$CE_GRID" "$FL_GRID"
-# Figure 4 of the sparse-set model (FL, seed 0), at both lengths
-for n in "$ITERS" "$LONG_ITERS"; do
-  out="$RUNS/sparse_loss_cdf"; [ "$n" = "$ITERS" ] || out="$RUNS/sparse_loss_cdf_$n"
+for n in $LONG_ITERS; do
+  chosen $SPARSE "$RUNS/sparse_$n" "$n" "$RUNS/sparse_$ITERS" "$SPARSE_LOSSES" \
+    "$CE_GRID" FL "$FL_GRID" 'FL*' "$OHEM_GRID" OHEM-1:3-b128
+  chosen $DENSE "$RUNS/dense_$n" "$n" "$RUNS/dense_$ITERS" "$DENSE_LOSSES" "$CE_GRID" "$FL_GRID"
+done
+# Figure 4 of the sparse-set model (FL, seed 0), at every length
+for n in "$ITERS" $LONG_ITERS; do
+  out="$RUNS/sparse_loss_cdf_$n"
   if [ ! -f "$out/loss_cdf.json" ]; then
     fltool analyze loss-cdf $SPARSE "$RUNS/sparse_$n/loss=FL/seed0/iter_$n.pth" --work-dir "$out"
   fi

@@ -125,7 +125,7 @@ def test_table_1e_has_a_row_per_scale_and_backend_with_its_speed_relative_to_flt
     assert [r.split(" | ")[6] for r in rows] == ["1.00x", "0.80x", "1.60x"]
 
 
-def test_longer_runs_keep_the_points_chosen_at_the_shorter_length_and_say_whether_ap_still_rises(tmp_path):
+def test_longer_runs_keep_the_points_chosen_at_the_shorter_length_and_say_where_ap_stops_rising(tmp_path):
     _write_regime(tmp_path, "sparse_1600", [
         _regime_point(0, "CE-a0.5", [0.20, 0.22, 0.24], tmp_path), _regime_point(1, "CE-a0.75", [0.10], tmp_path),
         _regime_point(2, "FL", [0.30, 0.32, 0.34], tmp_path)])
@@ -134,17 +134,35 @@ def test_longer_runs_keep_the_points_chosen_at_the_shorter_length_and_say_whethe
         _regime_point(0, "CE-a0.5", [0.21, 0.23, 0.25], tmp_path / "l"),
         _regime_point(1, "CE-a0.75", [0.50, 0.50, 0.52], tmp_path / "l"),
         _regime_point(2, "FL", [0.40, 0.42, 0.44], tmp_path / "l")], max_iters=3200)
-    out = subprocess.run([sys.executable, str(SCRIPT), "--runs", str(tmp_path), "--iters", "1600"],
-                         capture_output=True, text=True, check=True).stdout
+    _write_regime(tmp_path, "sparse_6400", [
+        _regime_point(0, "CE-a0.5", [0.30, 0.32, 0.34], tmp_path / "m"),
+        _regime_point(2, "FL", [0.41, 0.43, 0.45], tmp_path / "m")], max_iters=6400)
+
+    def tables(*args):
+        return subprocess.run([sys.executable, str(SCRIPT), "--runs", str(tmp_path), "--iters", "1600", *args],
+                              capture_output=True, text=True, check=True).stdout
+
+    out = tables()  # default lengths: 2 x and 4 x --iters
     assert "### Sparse set: 3200 iterations, seeds 0, 1, 2 (the points chosen at 1600)" in out
     longer = out.split("### Sparse set: 3200 iterations")[1].split("###")[0]
     assert "| CE, best alpha (CE-a0.5) | 23.0 ± 2.0 |" in longer and "50.7" not in longer
-    schedule = out.split("### Schedule length: sparse set, 1600 against 3200 iterations")[1].split("###")[0]
-    # the same points' final AP at both lengths: +1.0 (SE 1.6) has stopped rising, +10.0 (SE 1.6) has not
-    assert "| CE, best alpha (CE-a0.5) | 22.0 ± 2.0 | 23.0 ± 2.0 | +1.0 | 1.6 | 0.6 | no |" in schedule
-    assert "| FL, gamma 2, alpha 0.25 | 32.0 ± 2.0 | 42.0 ± 2.0 | +10.0 | 1.6 | 6.1 | yes |" in schedule
     assert "| sparse: FL (gamma 2) - best CE | +19.0 | 1.6 | 11.6 |" in out.split("### Differences at 3200")[1]
-    # --long-iters names another length; its folder is absent, so every longer row says so
-    other = subprocess.run([sys.executable, str(SCRIPT), "--runs", str(tmp_path), "--iters", "1600",
-                            "--long-iters", "2400"], capture_output=True, text=True, check=True).stdout
-    assert "| FL, gamma 2, alpha 0.25 | 32.0 ± 2.0 | not run | needs 2+ seeds of both |" in other
+    assert "| sparse: FL (gamma 2) - best CE | +11.0 | 1.6 | 6.7 |" in out.split("### Differences at 6400")[1]
+    schedule = out.split("### Schedule length: sparse set, 1600, 3200, 6400 iterations")[1].split("###")[0]
+    # each step's change with its standard error; AP stops rising after the last step that rose by > 2 SE:
+    # CE rose only at the second doubling (+1.0, then +9.0), so it has not stopped by 6400; FL stopped at 3200
+    assert ("| CE, best alpha (CE-a0.5) | 22.0 ± 2.0 | 23.0 ± 2.0 | 32.0 ± 2.0 | +1.0 (1.6, 0.6) | +9.0 (1.6, 5.5) "
+            "| not by 6400 (still rising) |") in schedule
+    assert ("| FL, gamma 2, alpha 0.25 | 32.0 ± 2.0 | 42.0 ± 2.0 | 43.0 ± 2.0 | +10.0 (1.6, 6.1) | +1.0 (1.6, 0.6) "
+            "| 3200 |") in schedule
+    assert ("| OHEM 1:3, B = 128 | not run | not run | not run | needs 2+ seeds of both | needs 2+ seeds of both "
+            "| n/a |") in schedule
+    # --long-iters as reproduce.sh passes it: one length (here 3200 alone), or one absent from the runs folder
+    one = tables("--long-iters", "3200").split("### Schedule length: sparse set, 1600, 3200 iterations")[1]
+    assert "| FL, gamma 2, alpha 0.25 | 32.0 ± 2.0 | 42.0 ± 2.0 | +10.0 (1.6, 6.1) | not by 3200 (still rising) |" \
+        in one
+    other = tables("--long-iters", "2400", "3200")
+    assert "| FL, gamma 2, alpha 0.25 | 32.0 ± 2.0 | not run | 42.0 ± 2.0 | needs 2+ seeds of both |" in other
+    # a length still running: the verdict covers the lengths before it, and says which one is missing
+    partial = tables("--long-iters", "3200", "9600")
+    assert "| +10.0 (1.6, 6.1) | needs 2+ seeds of both | not by 3200 (still rising); 9600 needs 2+ seeds |" in partial
