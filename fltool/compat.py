@@ -160,15 +160,23 @@ def distributed_cfg_overrides(cfg: Any) -> None:
         cfg.model_wrapper_cfg = wrapper
 
 
-def end_distributed() -> None:
-    """Item 6: after a command succeeded, destroy the process group (if any) before interpreter teardown."""
+def _live_process_group() -> Any:
+    """Item 6: ``torch.distributed`` when this process has an initialised process group, else None (without
+    importing torch in a command that never did)."""
     import sys
 
     torch = sys.modules.get("torch")
     dist = getattr(torch, "distributed", None) if torch is not None else None
     if dist is None or not dist.is_available() or not dist.is_initialized():
-        return
-    dist.destroy_process_group()
+        return None
+    return dist
+
+
+def end_distributed() -> None:
+    """Item 6: after a command succeeded, destroy the process group (if any) before interpreter teardown."""
+    dist = _live_process_group()
+    if dist is not None:
+        dist.destroy_process_group()
 
 
 def exit_distributed(code: int) -> None:
@@ -176,9 +184,7 @@ def exit_distributed(code: int) -> None:
     otherwise (the caller then exits the normal way)."""
     import sys
 
-    torch = sys.modules.get("torch")
-    dist = getattr(torch, "distributed", None) if torch is not None else None
-    if dist is None or not dist.is_available() or not dist.is_initialized():
+    if _live_process_group() is None:
         return
     for stream in (sys.stdout, sys.stderr):
         try:
