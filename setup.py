@@ -8,8 +8,11 @@ the losses then run their pure-PyTorch closed form (the same maths, slower on CP
 """
 import os
 import platform
+import shutil
+from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_py import build_py
 
 PACKAGE_DIR = {"fltool": "fltool", "fltool_plugins": "plugins"}
 PACKAGES = [
@@ -48,6 +51,19 @@ def _extensions():
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 
+class BuildPyWithConfigs(build_py):
+    """Ship configs/ inside the package (fltool/configs) so that a non-editable install (``pip install .``, a wheel)
+    finds its configs, as MMDetection ships its own in mmdet/.mim; an editable install reads the checkout's."""
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        shutil.copytree(Path(__file__).resolve().parent / "configs", Path(self.build_lib) / "fltool" / "configs",
+                        dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
 ext_modules, cmdclass = _extensions()
+cmdclass["build_py"] = BuildPyWithConfigs
 setup(package_dir=PACKAGE_DIR, packages=PACKAGES, ext_modules=ext_modules, cmdclass=cmdclass,
       package_data={"fltool": ["reference/*.json"]})

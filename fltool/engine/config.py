@@ -19,13 +19,19 @@ from typing import Any, Iterable, Optional, Sequence
 
 from fltool.errors import ConfigError
 
-#: Repository root (fltool is installed in editable mode, so configs/ sits beside the package).
+#: Repository root: where configs/ sits beside the package in a checkout (and so in an editable install).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: Where a built wheel (``pip install .``, non-editable) carries configs/: setup.py copies them into the package,
+#: as MMDetection ships its configs inside mmdet/.mim.
+PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def config_dir() -> Path:
-    """The folder of shipped configs (``FLTOOL_CONFIG_DIR`` overrides it)."""
-    return Path(os.environ.get("FLTOOL_CONFIG_DIR", PROJECT_ROOT / "configs"))
+    """The folder of shipped configs: ``FLTOOL_CONFIG_DIR`` if set, else the copy inside an installed package, else
+    the checkout's configs/."""
+    if os.environ.get("FLTOOL_CONFIG_DIR"):
+        return Path(os.environ["FLTOOL_CONFIG_DIR"])
+    return PACKAGED_CONFIGS if PACKAGED_CONFIGS.is_dir() else PROJECT_ROOT / "configs"
 
 
 @dataclass(frozen=True)

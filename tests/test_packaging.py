@@ -1,0 +1,48 @@
+"""A non-editable install (``pip install .``, a wheel) carries the shipped configs inside the package, so a config
+named by its bare name resolves and loads (with its ``_base_`` files) where no checkout sits beside the package.
+Found on a GPU machine where fltool was installed with ``pip install --target``: every command said "config not
+found"."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROBE = """
+import sys
+from pathlib import Path
+import fltool.engine.config as c
+from mmengine.config import Config
+lib = Path(sys.argv[1]).resolve()
+assert Path(c.__file__).resolve().is_relative_to(lib), c.__file__
+assert c.config_dir().resolve() == lib / "fltool" / "configs", c.config_dir()
+names = {i.name for i in c.list_configs()}
+path = c.resolve_config("retinanet_r18-gn_synth-sparse_384")
+assert path.is_relative_to(lib), path
+cfg = Config.fromfile(str(path))
+print(len(names), cfg.model.bbox_head.type, cfg.model.bbox_head.num_classes, cfg.train_cfg.max_iters)
+"""
+
+
+def test_a_built_package_carries_its_configs_and_loads_them_without_the_checkout(tmp_path):
+    lib = tmp_path / "lib"
+    env = {**os.environ, "FLTOOL_NO_EXT": "1"}
+    env.pop("FLTOOL_CONFIG_DIR", None)
+    build = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(lib)], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr[-2000:]
+    assert (lib / "fltool" / "configs" / "_base_" / "retinanet_r18-gn_small.py").is_file()
+    assert not list((lib / "fltool" / "configs").rglob("__pycache__"))
+
+    # Run from elsewhere with the built package first on the path: the checkout's configs/ must not be what is read.
+    probe = subprocess.run([sys.executable, "-c", PROBE, str(lib)], cwd=tmp_path, env={**env, "PYTHONPATH": str(lib)},
+                           capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    count, head, num_classes, iters = probe.stdout.split()
+    shipped = [p for p in (ROOT / "configs").rglob("*.py") if not any(s.startswith("_") for s in
+                                                                      p.relative_to(ROOT / "configs").parts)]
+    assert int(count) == len(shipped)
+    assert (head, num_classes, iters) == ("FocalRetinaHead", "4", "1200")
