@@ -267,7 +267,7 @@ def test_extreme_logits_give_finite_loss_and_gradient(backend, dtype, gamma, sof
     targets = F.one_hot(labels, 9)[:, :8].to(dtype) if soft else labels
     for fn, kw in ((sigmoid_focal_loss, dict(gamma=gamma)), (sigmoid_focal_loss_star, dict(gamma=max(gamma, 0.5)))):
         loss, grad = grad_of(fn, x, targets, reduction="sum", backend=backend, **kw)
-        assert loss.dtype == dtype and grad.dtype == dtype
+        assert loss.dtype == torch.promote_types(dtype, torch.float32) and grad.dtype == dtype
         assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
         elem = fn(x, targets, reduction="none", backend=backend, **kw)
         assert torch.isfinite(elem).all()
@@ -286,9 +286,30 @@ def test_half_precision_is_computed_in_float32(backend, soft):
     ref_loss, ref_grad = grad_of(sigmoid_focal_loss, x.half().float(), targets, weight=weight, reduction="sum",
                                  backend=backend)
     loss, grad = grad_of(sigmoid_focal_loss, x.half(), targets, weight=weight, reduction="sum", backend=backend)
-    assert loss.dtype == torch.float16 and grad.dtype == torch.float16
+    assert loss.dtype == torch.float32 and grad.dtype == torch.float16  # the reduced value stays in fp32
     assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-3)
     torch.testing.assert_close(grad.float(), ref_grad, rtol=1e-3, atol=1e-4)
+    elem = sigmoid_focal_loss(x.half(), targets, weight=weight, reduction="none", backend=backend)
+    assert elem.dtype == torch.float16  # elementwise losses keep the logits' dtype
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("star", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_loss_whose_sum_exceeds_float16_stays_finite(backend, star, dtype):
+    # A loss over many anchors x 80 classes: its sum passes float16's 65,504 before "mean" divides it by the number
+    # of positives (found by scripts/gpu_check_ops.py on a GPU: the float16 sum of 20,000 x 80 losses was inf).
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(20000, 80, generator=g) * 4
+    labels = torch.randint(0, 81, (20000,), generator=g)
+    fn, kw = (sigmoid_focal_loss_star, dict(gamma=2.0, beta=1.0)) if star else (sigmoid_focal_loss, dict(gamma=2.0))
+    ref = fn(x.to(dtype).float(), labels, reduction="sum", backend=backend, **kw)
+    assert ref.item() > 65504  # the case: a float16 sum would be inf
+    for reduction, expect in (("sum", ref), ("mean", ref / (120 + 1e-6))):
+        loss, grad = grad_of(fn, x.to(dtype), labels, reduction=reduction, avg_factor=120 if reduction == "mean"
+                             else None, backend=backend, **kw)
+        assert loss.dtype == torch.float32 and torch.isfinite(loss) and torch.isfinite(grad).all()
+        assert loss.item() == pytest.approx(expect.item(), rel=1e-4)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -66,7 +66,9 @@ def sigmoid_focal_loss(logits: Tensor, targets: Tensor, *, gamma: float = 2.0, a
     """Sigmoid Focal Loss FL = -alpha_t (1 - p_t)^gamma log(p_t), computed from logits.
 
     Args:
-        logits: (N, K) class logits, any floating dtype (fp16/bf16 are computed in fp32 and returned in their dtype).
+        logits: (N, K) class logits, any floating dtype. fp16/bf16 are computed in fp32; "none" returns their dtype,
+            "sum" and "mean" a float32 value, as PyTorch's autocast does for losses: under --amp the head's logits
+            are float16, and a float16 sum over many anchors overflows at 65,504 before "mean" divides it.
         targets: (N,) int64 class indices with background = K, or (N, K) float targets in [0, 1].
         gamma: focusing parameter, >= 0 (gamma = 0 gives alpha-balanced cross entropy).
         alpha: None (no alpha weighting), a float, or K per-class values (alpha_t = alpha_k for y = 1,
@@ -204,7 +206,8 @@ class _FocalFunction(torch.autograd.Function):
             loss = _torch_loss(logits.to(_compute_dtype(logits)), targets, weight, alpha, spec)
             if summed:
                 loss = loss.sum()
-        return loss.to(logits.dtype)
+        # A reduced loss stays in the compute dtype (fp32 for fp16/bf16 logits): cast back, a float16 sum overflows.
+        return loss.to(_compute_dtype(logits) if summed else logits.dtype)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
