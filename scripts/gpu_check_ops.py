@@ -44,7 +44,7 @@ def focal_losses() -> None:
         grads = []
         values = []
         for device in ("cpu", DEV):
-            x = logits.to(device).requires_grad_(True)
+            x = logits.detach().clone().to(device).requires_grad_(True)
             loss = fn(x, targets.to(device), weight=weight.to(device), reduction="sum", **kw)
             loss.backward()
             values.append(loss.detach())
@@ -54,26 +54,34 @@ def focal_losses() -> None:
               f"loss rel diff {max_rel(values[1], values[0]):.2e}, grad max abs diff "
               f"{float((grads[1].cpu() - grads[0]).abs().max()):.2e} (tol 1e-5)")
 
-    # Against MMCV's own CUDA kernel (the one MMDetection's FocalLoss calls on GPUs; it has no CPU version).
-    if DEV != "cuda":
-        return
-    from mmcv.ops import sigmoid_focal_loss as mmcv_sigmoid_focal_loss
-
-    x = logits.to(DEV)
-    ours = sigmoid_focal_loss(x, targets.to(DEV), gamma=2.0, alpha=0.25, reduction="none")
-    theirs = mmcv_sigmoid_focal_loss(x, targets.to(DEV), 2.0, 0.25, None, "none")
-    diff = float((ours - theirs).abs().max())
-    check("FL on CUDA = MMCV's CUDA sigmoid_focal_loss (elementwise)", diff < 1e-4, f"max abs diff {diff:.2e} (tol 1e-4)")
-
-    # Mixed precision: half-precision logits are computed in fp32 and come back in their dtype.
+    # Mixed precision: half-precision logits are computed in fp32; a reduced loss comes back in fp32 (a float16
+    # sum of these 1.6M elements would overflow), the gradient in the logits' dtype.
     for dtype in (torch.float16, torch.bfloat16):
         xh = logits.to(DEV).to(dtype).requires_grad_(True)
         loss = sigmoid_focal_loss(xh, targets.to(DEV), gamma=2.0, alpha=0.25, reduction="sum")
         loss.backward()
         ref = sigmoid_focal_loss(xh.detach().float(), targets.to(DEV), gamma=2.0, alpha=0.25, reduction="sum")
-        ok = loss.dtype == dtype and bool(torch.isfinite(xh.grad).all()) and max_rel(loss.float(), ref) < 1e-2
-        check(f"FL with {dtype} logits on CUDA: finite, dtype kept, = fp32 within 1%", ok,
-              f"dtype {loss.dtype}, rel diff {max_rel(loss.float(), ref):.2e}")
+        ok = (loss.dtype == torch.float32 and xh.grad.dtype == dtype and bool(torch.isfinite(xh.grad).all())
+              and max_rel(loss, ref) < 1e-4)
+        check(f"FL with {dtype} logits on CUDA: fp32 sum = fp32 computation, finite {dtype} gradient", ok,
+              f"loss dtype {loss.dtype}, grad dtype {xh.grad.dtype}, rel diff {max_rel(loss, ref):.2e}")
+
+    # Against MMCV's own CUDA kernel (the one MMDetection's FocalLoss calls on GPUs; it has no CPU version).
+    if DEV != "cuda":
+        return
+    from mmcv.ops import sigmoid_focal_loss as mmcv_sigmoid_focal_loss
+
+    # MMCV's kernel takes log(max(p, FLT_MIN)) and log(max(1 - p, FLT_MIN)): where sigmoid(x) rounds to 1 in fp32
+    # (|x| > ~16.6) a confident wrong answer costs -log(FLT_MIN) = 87.3 instead of |x|. Compare where it is exact,
+    # and say how many elements lie beyond.
+    x = logits.to(DEV)
+    ours = sigmoid_focal_loss(x, targets.to(DEV), gamma=2.0, alpha=0.25, reduction="none")
+    theirs = mmcv_sigmoid_focal_loss(x, targets.to(DEV), 2.0, 0.25, None, "none")
+    exact = x.abs() < 15
+    diff = float((ours - theirs)[exact].abs().max())
+    check("FL on CUDA = MMCV's CUDA sigmoid_focal_loss where fp32 sigmoid is not saturated (|x| < 15)", diff < 1e-4,
+          f"max abs diff {diff:.2e} (tol 1e-4); beyond |x| 15 ({int((~exact).sum())} elements) the largest "
+          f"difference is {float((ours - theirs)[~exact].abs().max()):.1f} (MMCV's FLT_MIN clamp)")
 
 
 def nms_and_ohem() -> None:
@@ -89,7 +97,7 @@ def nms_and_ohem() -> None:
     scores = torch.rand(a, generator=g)
     keep_cpu = nms(boxes, scores, 0.5)[1]
     keep_gpu = nms(boxes.to(DEV), scores.to(DEV), 0.5)[1].cpu()
-    check("MMCV nms: CUDA keeps the same boxes as CPU", torch.equal(keep_cpu, keep_gpu),
+    check("MMCV nms: CUDA keeps the same boxes as CPU", torch.equal(keep_cpu.sort().values, keep_gpu.long().sort().values),
           f"{keep_cpu.numel()} vs {keep_gpu.numel()} kept")
 
     losses = torch.rand(a, generator=g)
