@@ -141,13 +141,15 @@ def diff_se(a: Optional[dict], b: Optional[dict]) -> Optional[tuple[float, float
             100 * math.sqrt(a["std"]["AP"] ** 2 / a["n"] + b["std"]["AP"] ** 2 / b["n"]))
 
 
+def change_parts(diff: float, se: float) -> tuple[str, str, str]:
+    """A difference in AP points, its standard error and |difference| / SE, formatted ("-" when SE is 0)."""
+    return f"{diff:+.1f}", f"{se:.1f}", f"{abs(diff) / se:.1f}" if se > 0 else "-"
+
+
 def difference(a: Optional[dict], b: Optional[dict]) -> str:
     """mean(a) - mean(b) in AP points, with its standard error and the ratio, as three table cells."""
     values = diff_se(a, b)
-    if values is None:
-        return "needs 2+ seeds of both | | "
-    diff, se = values
-    return f"{diff:+.1f} | {se:.1f} | {abs(diff) / se:.1f}" if se > 0 else f"{diff:+.1f} | 0.0 | -"
+    return "needs 2+ seeds of both | | " if values is None else " | ".join(change_parts(*values))
 
 
 def differences_table(pairs: list[tuple[str, Optional[dict], Optional[dict]]]) -> list[str]:
@@ -216,7 +218,7 @@ def schedule_table(rows_by_length: list[tuple[str, list[tuple[str, Optional[dict
                 rising.append(None)
                 continue
             diff, se = values
-            changes.append(f"{diff:+.1f} ({se:.1f}, {abs(diff) / se:.1f})" if se > 0 else f"{diff:+.1f} (0.0, -)")
+            changes.append("{} ({}, {})".format(*change_parts(diff, se)))
             rising.append(diff > 2 * se)
         known = rising[:rising.index(None)] if None in rising else rising  # the steps before a length not run
         verdict = "n/a"
