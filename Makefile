@@ -1,7 +1,7 @@
 # fltool: the two commands of the README, and the pieces they are made of.
 #   make train   set up (if needed), then train + evaluate the default RetinaNet on the embedded dataset
 #   make test    set up (if needed), then run the test suite
-#   make reproduce  every run behind REPRODUCTION.md (resumable; about 2 + 11 hours on 2 cores, estimated), then its tables
+#   make reproduce  every run behind REPRODUCTION.md (resumable; about 2 + 11.5 hours on 2 cores, estimated), then its tables
 .PHONY: setup train test bench reproduce clean
 
 PY := .venv/bin/python
