@@ -46,3 +46,26 @@ def test_a_built_package_carries_its_configs_and_loads_them_without_the_checkout
                                                                       p.relative_to(ROOT / "configs").parts)]
     assert int(count) == len(shipped)
     assert (head, num_classes, iters) == ("FocalRetinaHead", "4", "1200")
+
+
+def test_an_sdist_carries_the_configs_and_the_kernel_source(tmp_path):
+    # A wheel built from the sdist (pip's route for `pip install fltool-0.1.0.tar.gz`) copies configs/ from it.
+    import tarfile
+
+    import shutil
+
+    # From a copy without build leftovers: setuptools would otherwise take the file list of an old *.egg-info.
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", ".devbuild", ".whl", "work_dirs", "build",
+                                                              "*.egg-info", "__pycache__", "*.so", ".pytest_cache"))
+    env = {**os.environ, "FLTOOL_NO_EXT": "1"}
+    build = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path)], cwd=src, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr[-2000:]
+    (archive,) = tmp_path.glob("fltool-*.tar.gz")
+    with tarfile.open(archive) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    configs = {str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.py")}
+    assert configs <= names, sorted(configs - names)[:5]
+    assert "plugins/csrc/focal_loss.cpp" in names
+    assert not [n for n in names if "__pycache__" in n]
