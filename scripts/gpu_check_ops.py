@@ -49,10 +49,9 @@ def focal_losses() -> None:
             loss.backward()
             values.append(loss.detach())
             grads.append(x.grad)
-        check(f"{name}: CUDA (PyTorch form) = CPU (kernel), loss and gradient",
-              max_rel(values[1], values[0]) < 1e-5 and float((grads[1].cpu() - grads[0]).abs().max()) < 1e-5,
-              f"loss rel diff {max_rel(values[1], values[0]):.2e}, grad max abs diff "
-              f"{float((grads[1].cpu() - grads[0]).abs().max()):.2e} (tol 1e-5)")
+        loss_diff, grad_diff = max_rel(values[1], values[0]), float((grads[1].cpu() - grads[0]).abs().max())
+        check(f"{name}: CUDA (PyTorch form) = CPU (kernel), loss and gradient", loss_diff < 1e-5 and grad_diff < 1e-5,
+              f"loss rel diff {loss_diff:.2e}, grad max abs diff {grad_diff:.2e} (tol 1e-5)")
 
     # Mixed precision: half-precision logits are computed in fp32; a reduced loss comes back in fp32 (a float16
     # sum of these 1.6M elements would overflow), the gradient in the logits' dtype.
@@ -97,8 +96,8 @@ def nms_and_ohem() -> None:
     scores = torch.rand(a, generator=g)
     keep_cpu = nms(boxes, scores, 0.5)[1]
     keep_gpu = nms(boxes.to(DEV), scores.to(DEV), 0.5)[1].cpu()
-    check("MMCV nms: CUDA keeps the same boxes as CPU", torch.equal(keep_cpu.sort().values, keep_gpu.long().sort().values),
-          f"{keep_cpu.numel()} vs {keep_gpu.numel()} kept")
+    same = torch.equal(keep_cpu.sort().values, keep_gpu.long().sort().values)
+    check("MMCV nms: CUDA keeps the same boxes as CPU", same, f"{keep_cpu.numel()} vs {keep_gpu.numel()} kept")
 
     losses = torch.rand(a, generator=g)
     positive = torch.rand(a, generator=g) < 0.002
@@ -115,7 +114,8 @@ def main() -> int:
     if DEV == "cuda" and not torch.cuda.is_available():
         print("FAIL  no CUDA device visible to torch")
         return 1
-    print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0) if DEV == 'cuda' else DEV}", flush=True)
+    device = torch.cuda.get_device_name(0) if DEV == "cuda" else DEV
+    print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {device}", flush=True)
     for section in (focal_losses, nms_and_ohem):
         try:
             section()

@@ -5,9 +5,13 @@ found"."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
+
+from fltool.engine.config import list_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,18 +46,12 @@ def test_a_built_package_carries_its_configs_and_loads_them_without_the_checkout
                            capture_output=True, text=True, timeout=120)
     assert probe.returncode == 0, probe.stderr[-2000:]
     count, head, num_classes, iters = probe.stdout.split()
-    shipped = [p for p in (ROOT / "configs").rglob("*.py") if not any(s.startswith("_") for s in
-                                                                      p.relative_to(ROOT / "configs").parts)]
-    assert int(count) == len(shipped)
+    assert int(count) == len(list_configs())  # the checkout's shipped configs, every one of them
     assert (head, num_classes, iters) == ("FocalRetinaHead", "4", "1200")
 
 
 def test_an_sdist_carries_the_configs_and_the_kernel_source(tmp_path):
     # A wheel built from the sdist (pip's route for `pip install fltool-0.1.0.tar.gz`) copies configs/ from it.
-    import tarfile
-
-    import shutil
-
     # From a copy without build leftovers: setuptools would otherwise take the file list of an old *.egg-info.
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", ".devbuild", ".whl", "work_dirs", "build",

@@ -206,7 +206,7 @@ class _FocalFunction(torch.autograd.Function):
             loss = _torch_loss(logits.to(_compute_dtype(logits)), targets, weight, alpha, spec)
             if summed:
                 loss = loss.sum()
-        # A reduced loss stays in the compute dtype (fp32 for fp16/bf16 logits): cast back, a float16 sum overflows.
+        # A reduced loss stays in the compute dtype (fp32 for fp16/bf16 logits), not cast back: a float16 sum overflows.
         return loss.to(_compute_dtype(logits) if summed else logits.dtype)
 
     @staticmethod
