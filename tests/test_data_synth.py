@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from fltool.data import synth
 from fltool.data.synth import SynthSpec, default_dataset, generate, render_image, size_name
+from fltool.data.synth.render import _iou
 from fltool.errors import ConfigError
 
 SMALL = SynthSpec(num_train=12, num_val=8)
@@ -124,7 +125,7 @@ def test_labelled_boxes_overlap_less_than_max_iou(default_val_split):
     spec, images = default_val_split
     for im in images:
         for i, box in enumerate(im.boxes):
-            assert synth._iou(box, im.boxes[i + 1:] + im.distractor_boxes) < spec.max_iou
+            assert _iou(box, im.boxes[i + 1:] + im.distractor_boxes) < spec.max_iou
 
 
 def test_distractors_are_drawn_but_not_annotated(small_dataset):

@@ -40,6 +40,12 @@ def test_a_built_package_carries_its_configs_and_loads_them_without_the_checkout
     assert build.returncode == 0, build.stderr[-2000:]
     assert (lib / "fltool" / "configs" / "_base_" / "retinanet_r18-gn_small.py").is_file()
     assert not list((lib / "fltool" / "configs").rglob("__pycache__"))
+    # Every module of the checkout is in the build: setup.py lists its packages, and one left off that list would be
+    # missing from every non-editable install.
+    for package, folder in (("fltool", ROOT / "fltool"), ("fltool_plugins", ROOT / "plugins")):
+        modules = {str(f.relative_to(folder)) for f in folder.rglob("*.py") if "configs" not in f.parts}
+        built = {str(f.relative_to(lib / package)) for f in (lib / package).rglob("*.py") if "configs" not in f.parts}
+        assert modules <= built, sorted(modules - built)
 
     # Run from elsewhere with the built package first on the path: the checkout's configs/ must not be what is read.
     probe = subprocess.run([sys.executable, "-c", PROBE, str(lib)], cwd=tmp_path, env={**env, "PYTHONPATH": str(lib)},
