@@ -17,7 +17,7 @@ from setuptools.command.build_py import build_py
 PACKAGE_DIR = {"fltool": "fltool", "fltool_plugins": "plugins"}
 PACKAGES = [
     "fltool", "fltool.cli", "fltool.engine", "fltool.engine.sweep", "fltool.data", "fltool.data.formats",
-    "fltool.data.synth",
+    "fltool.data.check", "fltool.data.synth",
     "fltool.analysis", "fltool.bench", "fltool.deploy",
     "fltool_plugins", "fltool_plugins.losses", "fltool_plugins.heads", "fltool_plugins.hooks",
     "fltool_plugins.datasets", "fltool_plugins.models",

@@ -1,22 +1,5 @@
-"""Checking a COCO-format detection dataset before training on it.
-
-:func:`check_coco` reads an annotation file (and, unless ``decode=False``, fully decodes every image) and returns a
-:class:`CheckReport`: the dataset's figures (images, boxes, class counts, COCO size histogram) and its problems as
-:class:`Issue` records, each with a count and the first few offenders.
-
-What counts as bad, and what :func:`drop_bad_records` does with it:
-
-- a bad *image* (file missing, unreadable or truncated, decoded size differs from the JSON, a required field
-  missing or malformed, an id shared by several images) is dropped together with all its annotations: dropping only
-  some boxes of an image would turn real objects into background;
-- a bad *annotation* (zero or negative width/height, a required field missing or malformed, an unknown category or
-  image id, an id already used by an earlier annotation, a box entirely outside its image) is dropped;
-- a box *partly* outside its image is an error too, but is clipped to the image instead (area = clipped w*h);
-- warnings (images without boxes, near-duplicate boxes, EXIF rotation, ...) never drop anything.
-
-Images are decoded with Pillow with truncated-image loading switched off: OpenCV (which MMDetection uses) decodes a
-truncated JPEG without complaint, filling the missing part with grey.
-"""
+"""Checking one COCO annotation file and its images (:func:`check_coco`); what counts as bad is in the package's
+docstring."""
 from __future__ import annotations
 
 import contextlib
@@ -26,149 +9,18 @@ import math
 import os
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from fltool.errors import ConfigError, DataError
+from fltool.data.check.report import (ANNOTATION_FIELDS, DUPLICATE_IOU, EDGE_TOLERANCE, IMAGE_FIELDS, MEDIUM_MAX_AREA,
+                                      SMALL_MAX_AREA, CheckReport, _Issues)
+from fltool.errors import DataError
 
 Progress = Callable[[int, int], None]
 
-ERROR, WARNING = "error", "warning"
-IMAGE_FIELDS = ("id", "file_name", "width", "height")
-ANNOTATION_FIELDS = ("id", "image_id", "category_id", "bbox", "area")
-SIZE_NAMES = ("small", "medium", "large")
-SMALL_MAX_AREA, MEDIUM_MAX_AREA = 32 ** 2, 96 ** 2  # COCO's thresholds on box area
-#: Boxes may reach this far past an image edge (float rounding) before they count as outside.
-EDGE_TOLERANCE = 0.01
-#: Same-class boxes in one image with an IoU above this are reported as near-duplicates.
-DUPLICATE_IOU = 0.9
-
-#: kind -> (severity, singular, plural). Counts are numbers of records (images or annotations) flagged.
-KINDS: dict[str, tuple[str, str, str]] = {
-    "missing_image": (ERROR, "missing image", "missing images"),
-    "unreadable_image": (ERROR, "unreadable image", "unreadable images"),
-    "image_size_mismatch": (ERROR, "image size mismatch", "image size mismatches"),
-    "image_missing_field": (ERROR, "image record missing a field", "image records missing a field"),
-    "image_malformed_field": (ERROR, "image record with a malformed field", "image records with a malformed field"),
-    "duplicate_image_id": (ERROR, "image sharing its id", "images sharing their id"),
-    "annotation_missing_field": (ERROR, "annotation missing a field", "annotations missing a field"),
-    "annotation_malformed_field": (ERROR, "annotation with a malformed field", "annotations with a malformed field"),
-    "duplicate_annotation_id": (ERROR, "duplicate annotation id", "duplicate annotation ids"),
-    "unknown_image_id": (ERROR, "annotation of an unknown image", "annotations of unknown images"),
-    "unknown_category": (ERROR, "unknown category id", "unknown category ids"),
-    "zero_size_box": (ERROR, "zero-size box", "zero-size boxes"),
-    "box_outside_image": (ERROR, "box outside its image", "boxes outside their image"),
-    "box_partly_outside_image": (ERROR, "box partly outside its image", "boxes partly outside their image"),
-    "bad_category": (ERROR, "bad category record", "bad category records"),
-    "duplicate_category_id": (ERROR, "duplicate category id", "duplicate category ids"),
-    "config_class_not_in_annotations": (ERROR, "config class missing from the categories",
-                                        "config classes missing from the categories"),
-    "duplicate_category_name": (WARNING, "duplicate category name", "duplicate category names"),
-    "duplicate_file_name": (WARNING, "image file listed twice", "image files listed twice"),
-    "image_without_boxes": (WARNING, "image without boxes", "images without boxes"),
-    "near_duplicate_boxes": (WARNING, f"near-duplicate box pair (same class, IoU > {DUPLICATE_IOU})",
-                             f"near-duplicate box pairs (same class, IoU > {DUPLICATE_IOU})"),
-    "exif_rotation": (WARNING, "image with an EXIF rotation", "images with an EXIF rotation"),
-}
-
-
-@dataclass
-class Issue:
-    kind: str  # a key of KINDS
-    severity: str  # "error" | "warning"
-    count: int
-    examples: list[str] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        """Human words for ``count`` records of this kind: ``2 missing images``."""
-        _, one, many = KINDS.get(self.kind, (self.severity, self.kind, self.kind))
-        return f"{self.count} {one if self.count == 1 else many}"
-
-
-@dataclass
-class CheckReport:
-    ann_file: Path
-    img_dir: Path
-    decoded: bool
-    num_images: int = 0
-    num_annotations: int = 0
-    num_categories: int = 0
-    categories: dict[int, str] = field(default_factory=dict)  # id -> name
-    class_counts: dict[str, int] = field(default_factory=dict)  # name -> boxes
-    size_histogram: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SIZE_NAMES, 0))
-    image_sizes: dict[str, int] = field(default_factory=dict)  # "WxH" (from the JSON) -> images
-    issues: list[Issue] = field(default_factory=list)
-    bad_image_ids: set[int] = field(default_factory=set)
-    bad_annotation_ids: set[int] = field(default_factory=set)
-    clip_annotation_ids: set[int] = field(default_factory=set)  # partly outside: clipped, not dropped
-    # Positions in the JSON lists (records without a usable id have no other handle), for drop_bad_records.
-    bad_image_indices: set[int] = field(default_factory=set, repr=False)
-    bad_annotation_indices: set[int] = field(default_factory=set, repr=False)
-    clip_annotation_indices: set[int] = field(default_factory=set, repr=False)
-    ann_sha256: str = field(default="", repr=False)
-
-    @property
-    def errors(self) -> list[Issue]:
-        return [i for i in self.issues if i.severity == ERROR]
-
-    @property
-    def warnings(self) -> list[Issue]:
-        return [i for i in self.issues if i.severity == WARNING]
-
-    @property
-    def ok(self) -> bool:
-        """No errors (warnings allowed)."""
-        return not self.errors
-
-    def issue(self, kind: str) -> Optional[Issue]:
-        return next((i for i in self.issues if i.kind == kind), None)
-
-    def summary(self) -> str:
-        """``ann.json: 3 errors found (2 missing images, 1 zero-size box)``, or ``ann.json: no errors``."""
-        errors = self.errors
-        if not errors:
-            return f"{self.ann_file.name}: no errors"
-        total = sum(i.count for i in errors)
-        return (f"{self.ann_file.name}: {total} error{'s' if total != 1 else ''} found "
-                f"({', '.join(i.label for i in errors)})")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ann_file": str(self.ann_file), "img_dir": str(self.img_dir), "decoded": self.decoded, "ok": self.ok,
-            "num_images": self.num_images, "num_annotations": self.num_annotations,
-            "num_categories": self.num_categories,
-            "categories": {str(k): v for k, v in self.categories.items()},
-            "class_counts": dict(self.class_counts), "size_histogram": dict(self.size_histogram),
-            "image_sizes": dict(self.image_sizes),
-            "issues": [{"kind": i.kind, "severity": i.severity, "count": i.count, "label": i.label,
-                        "examples": list(i.examples)} for i in self.issues],
-            "bad_image_ids": sorted(self.bad_image_ids), "bad_annotation_ids": sorted(self.bad_annotation_ids),
-            "clip_annotation_ids": sorted(self.clip_annotation_ids)}
-
-
-class _Issues:
-    """Collects issues in a fixed order (that of KINDS) with up to ``max_examples`` examples each."""
-
-    def __init__(self, max_examples: int):
-        self.max_examples = max_examples
-        self.counts: Counter[str] = Counter()
-        self.examples: dict[str, list[str]] = defaultdict(list)
-
-    def add(self, kind: str, example: str, count: int = 1) -> None:
-        self.counts[kind] += count
-        if len(self.examples[kind]) < self.max_examples:
-            self.examples[kind].append(example)
-
-    def as_list(self) -> list[Issue]:
-        return [Issue(kind, KINDS[kind][0], self.counts[kind], self.examples[kind])
-                for kind in KINDS if self.counts[kind]]
-
-
-# ---------------------------------------------------------------------------------------------- reading
 
 def load_coco_json(ann_file: Path) -> tuple[dict[str, Any], str]:
     """The parsed COCO dict and the file's sha256. A missing, non-JSON or non-COCO file is a DataError."""
@@ -482,108 +334,3 @@ def _annotation_problem(ann: Any, index: int, images: list[Any], image_by_id: di
         if x >= img_w or y >= img_h or x + w <= 0 or y + h <= 0:
             return "box_outside_image", f"{label} on {where}: bbox {_fmt_box(bbox)} in a {img_w}x{img_h} image"
     return "", ""
-
-
-# ---------------------------------------------------------------------------------------------- cleaning
-
-def drop_bad_records(ann_file: Path, report: CheckReport, out_file: Path) -> tuple[int, int]:
-    """Write a copy of ``ann_file`` without the records ``report`` found bad; returns (images, annotations) dropped.
-
-    Bad images go with all their annotations; bad annotations go alone; boxes partly outside their image are
-    clipped to it (area = clipped w*h) and kept. The file must be unchanged since it was checked.
-    """
-    ann_file, out_file = Path(ann_file), Path(out_file)
-    if out_file.resolve() == ann_file.resolve():
-        raise DataError(f"will not overwrite the checked file {ann_file} with its cleaned copy",
-                        "write the cleaned copy to another file")
-    data, sha = load_coco_json(ann_file)
-    if sha != report.ann_sha256:
-        raise DataError(f"{ann_file} changed since it was checked", "check it again, then drop the bad records")
-    images, annotations = data["images"], data["annotations"]
-    kept_images = [img for i, img in enumerate(images) if i not in report.bad_image_indices]
-    kept_image_ids = {img["id"] for img in kept_images}
-    size_by_id = {img["id"]: (img["width"], img["height"]) for img in kept_images}
-    kept_annotations = []
-    for index, ann in enumerate(annotations):
-        if index in report.bad_annotation_indices or ann["image_id"] not in kept_image_ids:
-            continue
-        if index in report.clip_annotation_indices:
-            ann = dict(ann, **_clip(ann["bbox"], *size_by_id[ann["image_id"]]))
-        kept_annotations.append(ann)
-    cleaned = dict(data, images=kept_images, annotations=kept_annotations)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(out_file.name + ".tmp")
-    tmp.write_text(json.dumps(cleaned))
-    os.replace(tmp, out_file)
-    return len(images) - len(kept_images), len(annotations) - len(kept_annotations)
-
-
-def _clip(bbox: list[float], width: int, height: int) -> dict[str, Any]:
-    x1, y1 = max(bbox[0], 0.0), max(bbox[1], 0.0)
-    x2, y2 = min(bbox[0] + bbox[2], float(width)), min(bbox[1] + bbox[3], float(height))
-    box = [x1, y1, x2 - x1, y2 - y1]
-    return {"bbox": box, "area": box[2] * box[3]}
-
-
-# ---------------------------------------------------------------------------------------------- configs
-
-def _join(root: str, path: str) -> str:
-    """MMEngine's rule: a relative path is relative to data_root."""
-    joined = path if not root or os.path.isabs(path) else os.path.join(root, path)
-    return os.path.normpath(joined) if joined else joined
-
-
-def _coco_datasets(dataset: Any, name: str) -> Iterator[tuple[str, Any]]:
-    """(name, dataset cfg) of each COCO dataset inside a (possibly wrapped or concatenated) dataset cfg."""
-    if dataset is None:
-        return
-    if "datasets" in dataset:  # ConcatDataset
-        for i, sub in enumerate(dataset["datasets"]):
-            yield from _coco_datasets(sub, f"{name}[{i}]")
-    elif "dataset" in dataset:  # RepeatDataset, ClassBalancedDataset, MultiImageMixDataset
-        yield from _coco_datasets(dataset["dataset"], name)
-    else:
-        yield name, dataset
-
-
-def check_config_datasets(cfg: Any, decode: bool = True,
-                          progress: Callable[[str, int, int], None] | None = None) -> dict[str, CheckReport]:
-    """Check the train/val (and test, when it differs from val) COCO datasets of an mmengine Config.
-
-    Paths are resolved as MMDetection does: ``ann_file`` and ``data_prefix['img']`` joined with ``data_root``.
-    Classes the config names in ``metainfo`` but the annotation file lacks are reported as errors.
-    ``progress(name, done, total)`` reports image inspection per dataset.
-    """
-    reports: dict[str, CheckReport] = {}
-    seen: dict[tuple[str, str, tuple], str] = {}
-    for split in ("train", "val", "test"):
-        loader = cfg.get(f"{split}_dataloader")
-        if not loader or "dataset" not in loader:
-            continue
-        for name, ds in _coco_datasets(loader["dataset"], split):
-            ds_type = str(ds.get("type", ""))
-            ann = ds.get("ann_file")
-            if not ann or not str(ann).endswith(".json"):
-                raise ConfigError(f"{split} dataset ({ds_type or 'no type'}) has no COCO .json ann_file",
-                                  "fltool data check reads COCO-format datasets (type CocoDataset)")
-            root = ds.get("data_root") or ""
-            ann_file = Path(_join(root, str(ann)))
-            prefix = (ds.get("data_prefix") or {}).get("img")
-            img_dir = Path(_join(root, str(prefix))) if prefix is not None else (Path(root) if root else None)
-            classes = tuple((ds.get("metainfo") or {}).get("classes") or ())
-            key = (str(ann_file), str(img_dir), classes)
-            if key in seen:  # test often repeats val
-                continue
-            seen[key] = name
-            callback = (lambda done, total, _n=name: progress(_n, done, total)) if progress else None
-            report = check_coco(ann_file, img_dir, decode, callback)
-            missing = [c for c in classes if c not in report.categories.values()]
-            if missing:
-                report.issues.insert(0, Issue("config_class_not_in_annotations", ERROR, len(missing),
-                                              [f"{c!r} (categories: {sorted(report.categories.values())})"
-                                               for c in missing[:10]]))
-            reports[name] = report
-    if not reports:
-        raise ConfigError("the config has no train/val/test dataloader with a dataset",
-                          "give a training config, or an annotation .json file")
-    return reports
