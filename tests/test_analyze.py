@@ -14,8 +14,8 @@ from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 from typer.testing import CliRunner
 
-from fltool.analysis.loss_cdf import (DEFAULT_GAMMAS, LossCdfOptions, LossHistogram, assign_logits,
-                                      pipeline_with_boxes, run_loss_cdf)
+from fltool.analysis.assignment import assign_logits, pipeline_with_boxes
+from fltool.analysis.loss_cdf import DEFAULT_GAMMAS, LossCdfOptions, LossHistogram, run_loss_cdf
 from fltool.analysis.loss_curves import FIG5_VARIANTS, loss_curves, paper_loss
 from fltool.cli.main import app
 

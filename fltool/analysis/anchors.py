@@ -91,7 +91,7 @@ def _build_model(cfg: Any) -> Any:
     """The config's detector with random weights (assignment needs none), in eval mode."""
     from mmengine.registry import init_default_scope
 
-    from fltool.analysis.loss_cdf import check_anchor_head
+    from fltool.analysis.assignment import check_anchor_head
     from fltool.engine import runner as rn
     from mmdet.registry import MODELS
 
@@ -111,7 +111,7 @@ def anchor_statistics(opts: AnchorStatsOptions, progress: ProgressFn = _noop) ->
     from mmdet.models.utils import unpack_gt_instances
     from mmengine.runner import Runner
 
-    from fltool.analysis.loss_cdf import split_loader_config
+    from fltool.analysis.assignment import split_loader_config
     from fltool.engine import runner as rn
 
     start = time.time()
