@@ -3,7 +3,8 @@
 A trained detector is run over images; the model's own assigner labels each anchor positive (IoU >= pos_iou_thr,
 0.5 for RetinaNet, plus each box's best anchor when the assigner's ``min_pos_iou`` allows low-quality matches, as
 MMDetection's RetinaNet does), negative (IoU < neg_iou_thr, 0.4) or ignored (between; label weight 0); see
-:mod:`fltool.analysis.assignment`. A *sample* is one (anchor, class) element of the classification loss, as in the paper:
+:mod:`fltool.analysis.assignment`. A *sample* is one (anchor, class) element of the classification loss, as in
+the paper:
 
 - positives: (positive anchor, its ground-truth class), one per positive anchor;
 - negatives: (negative anchor, every class), K per negative anchor. The other classes of a positive anchor (also
