@@ -402,6 +402,13 @@ def write_curves_csv(sets: Sequence[SetCdf], path: Path) -> Path:
     return path
 
 
+def percent(fraction: float, digits: int = 3) -> str:
+    """A fraction as a percentage with ``digits`` significant digits, never rounded away: the hardest fractions of a
+    well-trained model's negatives are thousandths of a percent (1.43e-05 -> ``0.00143%``, not ``0.00%``)."""
+    text = np.format_float_positional(100 * fraction, precision=digits, unique=False, fractional=False, trim="k")
+    return text.rstrip(".") + "%"  # trailing zeros are significant (5.60%); a bare point is not (100.)
+
+
 def plot_loss_cdf(sets: Sequence[SetCdf], path: Path, title: str = "") -> Path:
     """Figure 4: one panel per set, cumulative normalised loss against the fraction of samples, one curve per gamma."""
     import matplotlib
@@ -413,7 +420,7 @@ def plot_loss_cdf(sets: Sequence[SetCdf], path: Path, title: str = "") -> Path:
     for ax, s in zip(axes[0], sets):
         for i, gamma in enumerate(s.gammas):
             h90 = s.hardest.get(0.9, np.full(len(s.gammas), np.nan))[i]
-            share = f" (90% in hardest {h90:.2%})" if math.isfinite(h90) else ""
+            share = f" (90% in hardest {percent(h90)})" if math.isfinite(h90) else ""
             ax.plot(s.fraction, s.cumulative[i], label=f"γ = {_gamma_label(gamma)}{share}", linewidth=1.6)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)

@@ -46,7 +46,9 @@ def _check_gammas(value: str) -> str:
 def _pct(value: Optional[float], error: Optional[float]) -> str:
     if value is None:
         return "n/a"
-    text = f"{value:.3%}"
+    from fltool.analysis.loss_cdf import percent
+
+    text = percent(value)
     if error:
         text += f" ± {error * 100:.1g} pp"  # the bound, in percentage points
     return text
