@@ -11,17 +11,14 @@ import platform
 import shutil
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
+HERE = Path(__file__).resolve().parent
 PACKAGE_DIR = {"fltool": "fltool", "fltool_plugins": "plugins"}
-PACKAGES = [
-    "fltool", "fltool.cli", "fltool.engine", "fltool.engine.sweep", "fltool.data", "fltool.data.formats",
-    "fltool.data.check", "fltool.data.synth",
-    "fltool.analysis", "fltool.bench", "fltool.deploy",
-    "fltool_plugins", "fltool_plugins.losses", "fltool_plugins.heads", "fltool_plugins.hooks",
-    "fltool_plugins.datasets", "fltool_plugins.models",
-]
+# Found, not listed: a subpackage missing from a hand-kept list is missing from every non-editable install.
+PACKAGES = [name for top, folder in PACKAGE_DIR.items()
+            for name in [top] + [f"{top}.{sub}" for sub in find_packages(where=str(HERE / folder))]]
 
 
 def _cpu_has(*flags: str) -> bool:
@@ -60,7 +57,7 @@ class BuildPyWithConfigs(build_py):
         super().run()
         if getattr(self, "editable_mode", False):
             return
-        shutil.copytree(Path(__file__).resolve().parent / "configs", Path(self.build_lib) / "fltool" / "configs",
+        shutil.copytree(HERE / "configs", Path(self.build_lib) / "fltool" / "configs",
                         dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 

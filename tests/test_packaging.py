@@ -31,20 +31,33 @@ print(len(names), cfg.model.bbox_head.type, cfg.model.bbox_head.num_classes, cfg
 """
 
 
+def python_files(folder: Path) -> set[str]:
+    """The modules under ``folder`` (relative paths), leaving out the configs a build copies into the package."""
+    return {str(f.relative_to(folder)) for f in folder.rglob("*.py") if "configs" not in f.relative_to(folder).parts}
+
+
+def clean_copy(tmp_path: Path) -> Path:
+    """The checkout without build leftovers: setuptools would otherwise take the file list of an old *.egg-info (and,
+    with include_package_data, carry the modules of a package setup.py left out as data of its parent)."""
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", ".devbuild", ".whl", "work_dirs", "build",
+                                                              "*.egg-info", "__pycache__", "*.so", ".pytest_cache"))
+    return src
+
+
 def test_a_built_package_carries_its_configs_and_loads_them_without_the_checkout(tmp_path):
     lib = tmp_path / "lib"
     env = {**os.environ, "FLTOOL_NO_EXT": "1"}
     env.pop("FLTOOL_CONFIG_DIR", None)
-    build = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(lib)], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=120)
+    build = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(lib)],
+                           cwd=clean_copy(tmp_path), env=env, capture_output=True, text=True, timeout=120)
     assert build.returncode == 0, build.stderr[-2000:]
     assert (lib / "fltool" / "configs" / "_base_" / "retinanet_r18-gn_small.py").is_file()
     assert not list((lib / "fltool" / "configs").rglob("__pycache__"))
     # Every module of the checkout is in the build: setup.py lists its packages, and one left off that list would be
     # missing from every non-editable install.
     for package, folder in (("fltool", ROOT / "fltool"), ("fltool_plugins", ROOT / "plugins")):
-        modules = {str(f.relative_to(folder)) for f in folder.rglob("*.py") if "configs" not in f.parts}
-        built = {str(f.relative_to(lib / package)) for f in (lib / package).rglob("*.py") if "configs" not in f.parts}
+        modules, built = python_files(folder), python_files(lib / package)
         assert modules <= built, sorted(modules - built)
 
     # Run from elsewhere with the built package first on the path: the checkout's configs/ must not be what is read.
@@ -58,13 +71,9 @@ def test_a_built_package_carries_its_configs_and_loads_them_without_the_checkout
 
 def test_an_sdist_carries_the_configs_and_the_kernel_source(tmp_path):
     # A wheel built from the sdist (pip's route for `pip install fltool-0.1.0.tar.gz`) copies configs/ from it.
-    # From a copy without build leftovers: setuptools would otherwise take the file list of an old *.egg-info.
-    src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", ".devbuild", ".whl", "work_dirs", "build",
-                                                              "*.egg-info", "__pycache__", "*.so", ".pytest_cache"))
     env = {**os.environ, "FLTOOL_NO_EXT": "1"}
-    build = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path)], cwd=src, env=env,
-                           capture_output=True, text=True, timeout=120)
+    build = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path)], cwd=clean_copy(tmp_path),
+                           env=env, capture_output=True, text=True, timeout=120)
     assert build.returncode == 0, build.stderr[-2000:]
     (archive,) = tmp_path.glob("fltool-*.tar.gz")
     with tarfile.open(archive) as tar:
