@@ -24,8 +24,10 @@ from fltool.data.check.clean import drop_bad_records
 from fltool.data.check.coco import Progress, check_coco, default_img_dir, load_coco_json
 from fltool.data.check.config import check_config_datasets
 from fltool.data.check.report import (ANNOTATION_FIELDS, DUPLICATE_IOU, EDGE_TOLERANCE, ERROR, IMAGE_FIELDS, KINDS,
-                                      MEDIUM_MAX_AREA, SIZE_NAMES, SMALL_MAX_AREA, WARNING, CheckReport, Issue)
+                                      MEDIUM_MAX_AREA, SIZE_NAMES, SMALL_MAX_AREA, WARNING, CheckReport, Issue,
+                                      IssueCollector, issue_label)
 
 __all__ = ["ANNOTATION_FIELDS", "DUPLICATE_IOU", "EDGE_TOLERANCE", "ERROR", "IMAGE_FIELDS", "KINDS",
-           "MEDIUM_MAX_AREA", "SIZE_NAMES", "SMALL_MAX_AREA", "WARNING", "CheckReport", "Issue", "Progress",
+           "MEDIUM_MAX_AREA", "SIZE_NAMES", "SMALL_MAX_AREA", "WARNING", "CheckReport", "Issue", "IssueCollector",
+           "Progress", "issue_label",
            "check_coco", "check_config_datasets", "default_img_dir", "drop_bad_records", "load_coco_json"]

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from fltool.data.check.report import (ANNOTATION_FIELDS, DUPLICATE_IOU, EDGE_TOLERANCE, IMAGE_FIELDS, MEDIUM_MAX_AREA,
-                                      SMALL_MAX_AREA, CheckReport, _Issues)
+                                      SMALL_MAX_AREA, CheckReport, IssueCollector, KINDS)
 from fltool.errors import DataError
 
 Progress = Callable[[int, int], None]
@@ -129,7 +129,7 @@ def check_coco(ann_file: Path, img_dir: Path | None = None, decode: bool = True,
     images, annotations, categories = data["images"], data["annotations"], data["categories"]
     report = CheckReport(ann_file=ann_file, img_dir=img_dir, decoded=decode, num_images=len(images),
                          num_annotations=len(annotations), ann_sha256=sha)
-    issues = _Issues(max_examples)
+    issues = IssueCollector(KINDS, max_examples)
 
     _check_categories(categories, report, issues)
     image_by_id = _check_image_records(images, report, issues)
@@ -140,7 +140,7 @@ def check_coco(ann_file: Path, img_dir: Path | None = None, decode: bool = True,
     return report
 
 
-def _check_categories(categories: list[Any], report: CheckReport, issues: _Issues) -> None:
+def _check_categories(categories: list[Any], report: CheckReport, issues: IssueCollector) -> None:
     names: Counter[str] = Counter()
     for i, cat in enumerate(categories):
         if not isinstance(cat, dict) or not _is_int(cat.get("id")) or not isinstance(cat.get("name"), str):
@@ -164,7 +164,7 @@ def _image_label(img: Any, index: int) -> str:
     return f"images[{index}]"
 
 
-def _check_image_records(images: list[Any], report: CheckReport, issues: _Issues) -> dict[int, int]:
+def _check_image_records(images: list[Any], report: CheckReport, issues: IssueCollector) -> dict[int, int]:
     """Required fields, types and unique ids; returns image id -> index for the images with a usable id."""
     indices_by_id: dict[int, list[int]] = defaultdict(list)
     file_names: Counter[str] = Counter()
@@ -208,7 +208,7 @@ def _check_image_records(images: list[Any], report: CheckReport, issues: _Issues
 
 
 def _check_image_files(images: list[Any], image_by_id: dict[int, int], img_dir: Path, decode: bool,
-                       report: CheckReport, issues: _Issues, progress: Progress | None) -> None:
+                       report: CheckReport, issues: IssueCollector, progress: Progress | None) -> None:
     """Existence, decodability and decoded size of each image file of a well-formed image record."""
     todo = sorted(image_by_id.items(), key=lambda item: item[1])
     total = len(todo)
@@ -251,7 +251,7 @@ def _box_iou_matrix(boxes: np.ndarray) -> np.ndarray:
 
 
 def _check_annotations(annotations: list[Any], images: list[Any], image_by_id: dict[int, int],
-                       report: CheckReport, issues: _Issues) -> None:
+                       report: CheckReport, issues: IssueCollector) -> None:
     images_with_boxes: set[int] = set()
     seen_ids: set[int] = set()
     boxes_per_image: dict[tuple[int, int], list[tuple[int, list[float]]]] = defaultdict(list)

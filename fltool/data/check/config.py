@@ -1,4 +1,5 @@
-"""Checking the COCO datasets a training config names (:func:`check_config_datasets`), found as MMDetection finds them."""
+"""Checking the COCO datasets a training config names (:func:`check_config_datasets`), found as MMDetection finds
+them."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
-"""What a dataset check finds: :class:`Issue` records of the kinds in :data:`KINDS`, gathered in a :class:`CheckReport`."""
+"""What a dataset check finds: :class:`Issue` records of the kinds in :data:`KINDS`, gathered in a
+:class:`CheckReport`."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
@@ -55,8 +56,13 @@ class Issue:
     @property
     def label(self) -> str:
         """Human words for ``count`` records of this kind: ``2 missing images``."""
-        _, one, many = KINDS.get(self.kind, (self.severity, self.kind, self.kind))
-        return f"{self.count} {one if self.count == 1 else many}"
+        return issue_label(self, KINDS)
+
+
+def issue_label(issue: Issue, kinds: dict[str, tuple[str, str, str]]) -> str:
+    """``2 missing images``: the count in the words of its kind in ``kinds`` (kind -> (severity, singular, plural))."""
+    _, one, many = kinds.get(issue.kind, (issue.severity, issue.kind, issue.kind))
+    return f"{issue.count} {one if issue.count == 1 else many}"
 
 
 @dataclass
@@ -120,10 +126,12 @@ class CheckReport:
             "clip_annotation_ids": sorted(self.clip_annotation_ids)}
 
 
-class _Issues:
-    """Collects issues in a fixed order (that of KINDS) with up to ``max_examples`` examples each."""
+class IssueCollector:
+    """Collects issues of the kinds in ``kinds`` (kind -> (severity, singular, plural)), in that table's order, with up
+    to ``max_examples`` examples each. The dataset check uses :data:`KINDS`; the VOC/YOLO readers their own table."""
 
-    def __init__(self, max_examples: int):
+    def __init__(self, kinds: dict[str, tuple[str, str, str]], max_examples: int = 10):
+        self.kinds = kinds
         self.max_examples = max_examples
         self.counts: Counter[str] = Counter()
         self.examples: dict[str, list[str]] = defaultdict(list)
@@ -134,5 +142,5 @@ class _Issues:
             self.examples[kind].append(example)
 
     def as_list(self) -> list[Issue]:
-        return [Issue(kind, KINDS[kind][0], self.counts[kind], self.examples[kind])
-                for kind in KINDS if self.counts[kind]]
+        return [Issue(kind, self.kinds[kind][0], self.counts[kind], self.examples[kind])
+                for kind in self.kinds if self.counts[kind]]

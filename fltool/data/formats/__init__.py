@@ -235,7 +235,7 @@ def _convert(path: Path, fmt: str, layout: Any, cache_root: Path, val_fraction: 
     problems = Problems()
     reader = voc.read if fmt == "voc" else yolo.read
     records, classes, source = reader(layout, problems, classes)
-    issues = problems.issues()
+    issues = problems.as_list()
     if not records:
         found = "; ".join(f"{issue_label(i)} (e.g. {i.examples[0]})" for i in issues if i.examples)
         raise DataError(f"no usable image in {layout.root} ({FORMAT_NAMES[fmt]}, {layout.description})"
@@ -254,7 +254,7 @@ def _convert(path: Path, fmt: str, layout: Any, cache_root: Path, val_fraction: 
         files[split] = SplitFiles(out, layout.root.resolve(), len(recs))
     dataset = Dataset(path, data_name(path), fmt, layout.description, tuple(classes), files["train"],
                       files["val"], split_from, _median_size([(r.width, r.height) for r in train]),
-                      problems.issues(), cache)
+                      problems.as_list(), cache)
     write_json(record, dataset.to_dict())
     return dataset
 

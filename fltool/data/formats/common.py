@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from fltool.data.check import ERROR, WARNING, Issue
+from fltool.data import check
+from fltool.data.check import ERROR, WARNING, Issue, IssueCollector
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 TRAIN_NAMES = ("train", "training")
@@ -45,26 +45,14 @@ KINDS: dict[str, tuple[str, str, str]] = {
 
 
 def issue_label(issue: Issue) -> str:
-    _, one, many = KINDS.get(issue.kind, (issue.severity, issue.kind, issue.kind))
-    return f"{issue.count} {one if issue.count == 1 else many}"
+    return check.issue_label(issue, KINDS)
 
 
-class Problems:
+class Problems(IssueCollector):
     """Collects what a reader finds, in the order of :data:`KINDS`, with the first few examples of each."""
 
     def __init__(self, max_examples: int = 10) -> None:
-        self.max_examples = max_examples
-        self.counts: Counter[str] = Counter()
-        self.examples: dict[str, list[str]] = defaultdict(list)
-
-    def add(self, kind: str, example: str) -> None:
-        self.counts[kind] += 1
-        if len(self.examples[kind]) < self.max_examples:
-            self.examples[kind].append(example)
-
-    def issues(self) -> list[Issue]:
-        return [Issue(kind, KINDS[kind][0], self.counts[kind], self.examples[kind]) for kind in KINDS
-                if self.counts[kind]]
+        super().__init__(KINDS, max_examples)
 
 
 @dataclass

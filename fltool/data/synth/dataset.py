@@ -1,4 +1,5 @@
-"""Writing a synthetic dataset to disk (PNG images, COCO JSON, ``meta.json``) and the cache that holds the default one."""
+"""Writing a synthetic dataset to disk (PNG images, COCO JSON, ``meta.json``) and the cache that holds the
+default one."""
 from __future__ import annotations
 
 import contextlib
