@@ -290,11 +290,6 @@ def _max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def prepare_loss_cdf_config(opts: LossCdfOptions, progress: ProgressFn = _noop) -> Tuple[Any, dict]:
-    """(config, dataloader config) for the analysis: the split's images through the deterministic test pipeline."""
-    return split_loader_config(opts.config, opts.cfg_options, opts.work_dir, opts.split, opts.num_images, progress)
-
-
 def run_loss_cdf(opts: LossCdfOptions, progress: ProgressFn = _noop) -> LossCdfResult:
     """Run a checkpoint over a split's images and accumulate the loss CDF of its positive and negative samples."""
     from fltool.engine import runner as rn
@@ -311,7 +306,8 @@ def run_loss_cdf(opts: LossCdfOptions, progress: ProgressFn = _noop) -> LossCdfR
     if opts.num_images is not None and opts.num_images < 1:
         raise ConfigError(f"--num-images must be >= 1, got {opts.num_images}")
     progress(ProgressEvent("stage", "loading config"))
-    cfg, loader_cfg = prepare_loss_cdf_config(opts, progress)
+    cfg, loader_cfg = split_loader_config(opts.config, opts.cfg_options, opts.work_dir, opts.split, opts.num_images,
+                                          progress)
     progress(ProgressEvent("stage", f"loading checkpoint {ckpt.name}"))
     state = checkpoint_state_dict(ckpt, trust=opts.trust_checkpoint)
 
