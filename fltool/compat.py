@@ -35,7 +35,11 @@ and is called by every engine entry point before MMEngine builds anything.
    at once on that path, before Python's and C++'s teardown run. The same abort hit a run that had *finished*
    (CI, 2-rank torchrun test: rank 1 exit -6 after its last evaluation), so on success ``end_distributed``
    destroys the group while the interpreter is whole -- only then, as torchtitan does (pytorch/torchtitan#1342):
-   destroying it while a failed peer may still be inside a collective can hang.
+   destroying it while a failed peer may still be inside a collective can hang. Destroying was not enough (CI,
+   2-rank SIGTERM test: the resumed run's rank 1 exited -6 once more after finishing): the DDP wrapper and its
+   reducer keep their own reference to the gloo group, so ``destroy_process_group`` only unregisters it and the
+   C++ object is still freed in finalisation. A successful distributed command therefore also leaves at once
+   (exit 0, streams and log handlers flushed) after destroying the group.
 """
 from __future__ import annotations
 
@@ -173,22 +177,35 @@ def _live_process_group() -> Any:
 
 
 def end_distributed() -> None:
-    """Item 6: after a command succeeded, destroy the process group (if any) before interpreter teardown."""
+    """Item 6: after a command succeeded in a process with an initialised process group, destroy the group while
+    the interpreter is whole, then end the process now with exit 0 (a no-op without a group)."""
     dist = _live_process_group()
-    if dist is not None:
-        dist.destroy_process_group()
+    if dist is None:
+        return
+    dist.destroy_process_group()
+    _leave(0)
 
 
 def exit_distributed(code: int) -> None:
     """Item 6: in a process with an initialised process group, flush and end the process now with ``code``; a no-op
     otherwise (the caller then exits the normal way)."""
+    if _live_process_group() is not None:
+        _leave(code)
+
+
+def _leave(code: int) -> None:
+    """End the process with ``code`` without interpreter teardown, after flushing what it has written: the standard
+    streams and every logging handler (MMEngine's log files among them)."""
+    import logging
     import sys
 
-    if _live_process_group() is None:
-        return
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except Exception:  # noqa: BLE001 -- a closed stream must not change the exit code
             pass
+    try:
+        logging.shutdown()
+    except Exception:  # noqa: BLE001 -- nor a handler that fails to close
+        pass
     os._exit(code)

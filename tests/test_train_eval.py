@@ -289,21 +289,34 @@ def test_a_distributed_process_leaving_on_an_error_exits_with_its_code_before_te
     assert proc.stdout == "no group: returned\nunflushed line"
 
 
-def test_a_distributed_command_that_succeeded_destroys_its_process_group_before_teardown(tmp_path):
-    """compat item 6, success path: a finished 2-rank run aborted now and then (-6) in teardown with its gloo group
-    alive, so a command that returns destroys the group first; one that fails keeps the error path's early exit."""
-    script = (
-        "import torch.distributed as dist\n"
-        "from fltool.cli.common import handle_errors\n"
-        "from fltool.errors import FltoolError\n"
-        f"dist.init_process_group('gloo', init_method='file://{tmp_path / 'store'}', rank=0, world_size=1)\n"
-        "print('result', handle_errors(lambda: 7)(), 'group alive', dist.is_initialized(), flush=True)\n"
-        f"dist.init_process_group('gloo', init_method='file://{tmp_path / 'store2'}', rank=0, world_size=1)\n"
+def test_a_distributed_command_that_succeeded_destroys_its_group_and_exits_0_before_teardown(tmp_path):
+    """compat item 6, success path: a finished 2-rank run aborted now and then (-6) in teardown, even with its group
+    destroyed, since DDP keeps a reference to it; so a command that returns destroys the group, flushes, and exits 0
+    at once. One that fails keeps the error path's early exit with its code."""
+    def head(store: str) -> str:
+        return (
+            "import torch.distributed as dist\n"
+            "from fltool.cli.common import handle_errors\n"
+            "from fltool.errors import FltoolError\n"
+            "real_destroy = dist.destroy_process_group\n"
+            "def destroy(*args, **kwargs):\n"
+            "    real_destroy(*args, **kwargs)\n"
+            "    print('group destroyed:', not dist.is_initialized(), end='')\n"
+            "dist.destroy_process_group = destroy\n"
+            f"dist.init_process_group('gloo', init_method='file://{tmp_path / store}', rank=0, world_size=1)\n"
+            "held = dist.group.WORLD\n"  # as the DDP wrapper's reducer holds it
+        )
+    succeeds = head("store") + "handle_errors(lambda: print('command ran', end=' '))()\nprint('not reached')\n"
+    proc = subprocess.run([sys.executable, "-c", succeeds], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout == "command ran group destroyed: True"
+
+    fails = head("store2") + (
         "def fails():\n"
         "    raise FltoolError('bad input', hint='fix it')\n"
         "handle_errors(fails)()\n"
         "print('not reached')\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert proc.stdout == "result 7 group alive False\n", proc.stderr[-2000:]
+    proc = subprocess.run([sys.executable, "-c", fails], capture_output=True, text=True, timeout=120)
+    assert proc.stdout == "", proc.stderr[-2000:]
     assert proc.returncode == 1 and "fltool: error: bad input" in proc.stderr

@@ -69,7 +69,7 @@ def handle_errors(func: Callable) -> Callable:
                   "(this is a bug in fltool or its stack; rerun with FLTOOL_DEBUG=1 for the traceback)", 1)
         from fltool.compat import end_distributed
 
-        end_distributed()  # a distributed run that succeeded: destroy its process group now (compat item 6)
+        end_distributed()  # a distributed run that succeeded: destroy its group and exit 0 now (compat item 6)
         return result
 
     return wrapper
