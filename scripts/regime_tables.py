@@ -110,13 +110,13 @@ def selection_table(sweep: Sweep, groups: list[tuple[str, str]]) -> list[str]:
     return out
 
 
-def convergence_table(rows: list[tuple[str, Optional[dict]]]) -> list[str]:
+def convergence_table(sweep: Sweep, rows: list[tuple[str, Optional[dict]]]) -> list[str]:
     """Mean AP over seeds at each evaluation, and the rise over the last interval against the final seed spread."""
     out = ["| loss | AP at each evaluation (iteration: mean over seeds) | rise over the last interval | "
            "seed std of the final AP | still rising (rise > std)? |", "|---|---|---|---|---|"]
     for label, point in rows:
         runs = [r for r in (point or {}).get("runs", []) if r.get("metrics")]
-        histories = [eval_history(Path(r["work_dir"])) for r in runs]
+        histories = [eval_history(sweep.resolve(r.get("work_dir"))) for r in runs]
         histories = [h for h in histories if len(h) >= 2]
         if not histories:
             out.append(f"| {label} | not run | | | |")
@@ -260,8 +260,8 @@ def regime_sections(runs: Path, iters: str, long_iters: list[str]) -> list[tuple
         (f"Dense set: {dense.iters()} iterations, seeds {dense.seeds()}", regime_table(dense, d_rows)),
         ("Differences (mean over seeds; standard error of the difference of two means)",
          differences_table(regime_pairs(s_rows, d_rows))),
-        ("Convergence: sparse set", convergence_table(s_rows)),
-        ("Convergence: dense set", convergence_table(d_rows)),
+        ("Convergence: sparse set", convergence_table(sparse, s_rows)),
+        ("Convergence: dense set", convergence_table(dense, d_rows)),
     ]
     sparse_by_length, dense_by_length = [(iters, s_rows)], [(iters, d_rows)]
     for n in long_iters:  # the points chosen at ITERS, trained again at each longer length: not chosen anew
@@ -275,8 +275,8 @@ def regime_sections(runs: Path, iters: str, long_iters: list[str]) -> list[tuple
             (f"Dense set: {dense_l.iters()} iterations, seeds {dense_l.seeds()} (the points chosen at {iters})",
              regime_table(dense_l, dl_rows)),
             (f"Differences at {n} iterations", differences_table(regime_pairs(sl_rows, dl_rows))),
-            (f"Convergence: sparse set, {n} iterations", convergence_table(sl_rows)),
-            (f"Convergence: dense set, {n} iterations", convergence_table(dl_rows)),
+            (f"Convergence: sparse set, {n} iterations", convergence_table(sparse_l, sl_rows)),
+            (f"Convergence: dense set, {n} iterations", convergence_table(dense_l, dl_rows)),
         ]
     lengths = ", ".join([iters] + long_iters)
     sections += [

@@ -13,6 +13,8 @@ RUNS=${RUNS:-work_dirs/repro}
 export PATH="$PWD/.venv/bin:$PATH"
 mkdir -p "$RUNS"
 PARTS=${*:-scale regime}
+# the record of every finished run (JSON/CSV, no checkpoints) into docs/runs, which git keeps when work_dirs/ is gone
+archive() { python scripts/archive_runs.py --runs "$RUNS" --to docs/runs; }
 
 if [[ " $PARTS " == *" scale "* ]]; then
 # Table 1b: gamma x alpha on the embedded dataset, half the default schedule (600 of 1200 iterations) per run (its
@@ -51,6 +53,7 @@ fi
 [ -f "$RUNS/speed_accuracy/results.json" ] || \
   fltool bench speed-accuracy retinanet_r18-gn_synth_256 --checkpoint "$RUNS/default/iter_1200.pth" --num-images 50 \
   --threads 1 --paper --backend pytorch,mmdet,onnxruntime --work-dir "$RUNS/speed_accuracy"
+archive
 fi
 
 if [[ " $PARTS " == *" regime "* ]]; then
@@ -81,6 +84,7 @@ chosen() {
     sweep_runs "$config" "${common[@]}" --seeds 0,1,2 --point "$point"
   done
   fltool sweep "$config" "${common[@]}" --seeds 0,1,2 --report-only
+  archive
 }
 # regime CONFIG FOLDER LOSSES GROUP...: every loss with seed 0 at ITERS; then the best of each GROUP with 3 seeds
 regime() {
@@ -116,4 +120,5 @@ for n in "$ITERS" $LONG_ITERS; do
     fltool analyze loss-cdf $SPARSE "$RUNS/sparse_$n/loss=FL/seed0/iter_$n.pth" --work-dir "$out"
   fi
 done
+archive
 fi

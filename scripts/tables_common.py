@@ -16,12 +16,23 @@ class Sweep:
         path = folder / "results.json"
         self.data = json.loads(path.read_text()) if path.is_file() else None
         self.name = folder.name
+        self.folder = folder
 
     def point(self, **settings) -> Optional[dict]:
         for point in (self.data or {}).get("points", []):
             if point["settings"] == settings and point["n"]:
                 return point
         return None
+
+    def resolve(self, recorded: Optional[str]) -> Path:
+        """A path that results.json recorded (a run's work_dir, its metrics file): as recorded if it exists, else the
+        same place inside this folder -- the folder may have been moved, e.g. into the runs archive (docs/runs)."""
+        path = Path(recorded or "")
+        if path.exists() or self.name not in path.parts:
+            return path
+        parts = path.parts
+        inside = parts[len(parts) - 1 - parts[::-1].index(self.name) + 1:]
+        return self.folder.joinpath(*inside)
 
     def seeds(self) -> str:
         return ", ".join(str(s) for s in self.data["seeds"]) if self.data else "-"
@@ -33,7 +44,7 @@ class Sweep:
             return str(self.data["max_iters"])
         for point in self.data["points"]:  # the config's own length: what the runs' metrics.json say they reached
             for run in point["runs"]:
-                metrics = Path(run.get("metrics_file") or "")
+                metrics = self.resolve(run.get("metrics_file"))
                 if metrics.is_file():
                     return f"{json.loads(metrics.read_text()).get('iteration')} (the config's)"
         return "the config's"

@@ -166,3 +166,56 @@ def test_longer_runs_keep_the_points_chosen_at_the_shorter_length_and_say_where_
     # a length still running: the verdict covers the lengths before it, and says which one is missing
     partial = tables("--long-iters", "3200", "9600")
     assert "| +10.0 (1.6, 6.1) | needs 2+ seeds of both | not by 3200 (still rising); 9600 needs 2+ seeds |" in partial
+
+
+# ---------------------------------------------------------------------------------------------- the runs archive
+
+ARCHIVE = SCRIPT.parent / "archive_runs.py"
+
+
+def test_the_archive_keeps_what_the_tables_read_without_checkpoints_and_gives_the_same_tables(tmp_path):
+    """archive_runs.py copies a runs folder's JSON/CSV record (not checkpoints or logs), trims scalars.json to the
+    evaluations and a sparse loss curve, cuts the project root from paths, and the tables read the archive as they
+    read the runs folder, the convergence check included (its runs found inside the moved sweep folder)."""
+    runs = tmp_path / "work_dirs" / "repro"
+    sweep = runs / "sparse_1600"
+    history = [(400, 0.10), (800, 0.20), (1200, 0.28), (1600, 0.30)]
+    _write_regime(runs, "sparse_1600", [_regime_point(0, "CE-a0.5", [0.20, 0.22, 0.24], sweep, history),
+                                        _regime_point(2, "FL", [0.30, 0.32, 0.34], sweep, history)])
+    run = sweep / "extra" / "seed0"  # a run with a checkpoint and a full scalars.json
+    (run / "20260101_000000" / "vis_data").mkdir(parents=True)
+    (run / "iter_1600.pth").write_bytes(b"\0" * 2048)
+    (run / "metrics.json").write_text(json.dumps({"bbox": {"AP": 0.30}, "iteration": 1600}))
+    scalars = run / "20260101_000000" / "vis_data" / "scalars.json"
+    train_lines = [json.dumps({"loss": 1.0 / i, "iter": i, "step": i}) for i in range(20, 1620, 20)]
+    evals = {400: json.dumps({"coco/bbox_mAP": 0.1, "step": 400}), 1600: json.dumps({"coco/bbox_mAP": 0.3, "step": 0})}
+    scalars.write_text("".join(line + "\n" + (evals[20 * (k + 1)] + "\n" if 20 * (k + 1) in evals else "")
+                               for k, line in enumerate(train_lines)) + "not json\n")
+
+    def tables(folder: Path) -> str:
+        return subprocess.run([sys.executable, str(SCRIPT), "--runs", str(folder), "--iters", "1600"],
+                              capture_output=True, text=True, check=True).stdout
+
+    before = tables(runs)
+    out = subprocess.run([sys.executable, str(ARCHIVE), "--runs", "work_dirs/repro", "--to", "docs/runs",
+                          "--loss-every", "400"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    archived = tmp_path / "docs" / "runs"
+    assert "file(s) written" in out.stdout
+    assert not list(archived.rglob("*.pth"))
+    assert (archived / "sparse_1600" / "extra" / "seed0" / "metrics.json").is_file()
+    kept = [json.loads(line) for line in (archived / scalars.relative_to(runs)).read_text().splitlines()]
+    # iterations 400, 800, 1200, 1600 (every 400th), each evaluation after the training line of its iteration
+    assert [row.get("iter", "eval") for row in kept] == [400, "eval", 800, 1200, 1600, "eval"]
+    results = (archived / "sparse_1600" / "results.json").read_text()
+    assert str(tmp_path) not in results and "work_dirs/repro/sparse_1600/p0/seed0" in results
+
+    import shutil
+    shutil.rmtree(tmp_path / "work_dirs")  # the machine is gone: only the archive is left
+    after = tables(archived)
+    convergence = "| FL, gamma 2, alpha 0.25 | 400: 11.0, 800: 21.0, 1200: 29.0, 1600: 31.0 | +2.0 | 2.0 | no |"
+    assert convergence in before and convergence in after
+    assert "22.0 ± 2.0" in after
+    # run again: nothing changed, nothing written
+    again = subprocess.run([sys.executable, str(ARCHIVE), "--runs", "docs/runs", "--to", "docs/runs"], cwd=tmp_path,
+                           capture_output=True, text=True, check=True)
+    assert "0 file(s) written" in again.stdout
