@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/archive_runs.py [--runs work_dirs/repro] [--to docs/runs]
 
-Copies from the runs folder what ``reproduction_tables.py`` reads, and nothing heavy: every JSON and CSV file (each
+Copies from the runs folder what ``reproduction_tables.py`` reads, for every finished run (a sweep's run folder
+with its metrics.json; one still training is left for later), and nothing heavy: every JSON and CSV file (each
 sweep's sweep.json, results.json and results.csv, each run's run.json and metrics.json, the analyses' outputs) and, of
 MMEngine's per-start ``vis_data/scalars.json``, the evaluation lines with the training line logged before each (the
 iteration an evaluation belongs to) and every ``--loss-every``-th iteration's training line. No checkpoints, logs or
@@ -43,12 +44,22 @@ def trimmed_scalars(text: str, loss_every: int) -> str:
     return "".join(line + "\n" for line in kept)
 
 
+def _unfinished(path: Path, runs: Path) -> bool:
+    """Inside a sweep's run folder (one with run.json) that has no metrics.json yet: a run still going or stopped."""
+    for folder in path.parents:
+        if folder == runs or runs not in folder.parents:
+            return False
+        if (folder / "run.json").is_file():
+            return not (folder / "metrics.json").is_file()
+    return False
+
+
 def archive(runs: Path, to: Path, *, loss_every: int = 200, max_kb: int = 512) -> tuple[list[Path], list[Path]]:
-    """Copy the record of ``runs`` into ``to``; returns (files written, files left out as too large)."""
+    """Copy the record of ``runs``' finished runs into ``to``; returns (files written, files left out as too large)."""
     root = f"{Path.cwd().resolve()}/"
     written, too_large = [], []
     for path in sorted(runs.rglob("*")):
-        if not path.is_file() or path.suffix not in KEEP:
+        if not path.is_file() or path.suffix not in KEEP or _unfinished(path, runs):
             continue
         rel = path.relative_to(runs)
         if path.parent.name == "vis_data":

@@ -192,6 +192,11 @@ def test_the_archive_keeps_what_the_tables_read_without_checkpoints_and_gives_th
     scalars.write_text("".join(line + "\n" + (evals[20 * (k + 1)] + "\n" if 20 * (k + 1) in evals else "")
                                for k, line in enumerate(train_lines)) + "not json\n")
 
+    going = sweep / "p2" / "seed3"  # a run still training: not archived until its metrics.json exists
+    (going / "20260101_000000" / "vis_data").mkdir(parents=True)
+    (going / "run.json").write_text("{}")
+    (going / "20260101_000000" / "vis_data" / "scalars.json").write_text(train_lines[0] + "\n")
+
     def tables(folder: Path) -> str:
         return subprocess.run([sys.executable, str(SCRIPT), "--runs", str(folder), "--iters", "1600"],
                               capture_output=True, text=True, check=True).stdout
@@ -201,7 +206,7 @@ def test_the_archive_keeps_what_the_tables_read_without_checkpoints_and_gives_th
                           "--loss-every", "400"], cwd=tmp_path, capture_output=True, text=True, check=True)
     archived = tmp_path / "docs" / "runs"
     assert "file(s) written" in out.stdout
-    assert not list(archived.rglob("*.pth"))
+    assert not list(archived.rglob("*.pth")) and not (archived / "sparse_1600" / "p2" / "seed3").exists()
     assert (archived / "sparse_1600" / "extra" / "seed0" / "metrics.json").is_file()
     kept = [json.loads(line) for line in (archived / scalars.relative_to(runs)).read_text().splitlines()]
     # iterations 400, 800, 1200, 1600 (every 400th), each evaluation after the training line of its iteration
