@@ -45,9 +45,10 @@ def trimmed_scalars(text: str, loss_every: int) -> str:
 
 
 def _unfinished(path: Path, runs: Path) -> bool:
-    """Inside a sweep's run folder (one with run.json) that has no metrics.json yet: a run still going or stopped."""
+    """``path`` (a file under ``runs``) lies in a sweep's run folder (one with run.json) that has no metrics.json yet:
+    a run still going or stopped."""
     for folder in path.parents:
-        if folder == runs or runs not in folder.parents:
+        if folder == runs:
             return False
         if (folder / "run.json").is_file():
             return not (folder / "metrics.json").is_file()

@@ -30,9 +30,8 @@ class Sweep:
         path = Path(recorded or "")
         if path.exists() or self.name not in path.parts:
             return path
-        parts = path.parts
-        inside = parts[len(parts) - 1 - parts[::-1].index(self.name) + 1:]
-        return self.folder.joinpath(*inside)
+        last = len(path.parts) - 1 - path.parts[::-1].index(self.name)  # the folder's last occurrence in the path
+        return self.folder.joinpath(*path.parts[last + 1:])
 
     def seeds(self) -> str:
         return ", ".join(str(s) for s in self.data["seeds"]) if self.data else "-"
