@@ -37,24 +37,43 @@ def group_best(sweep: Sweep, group: str) -> tuple[Optional[dict], list[tuple[str
     return (by_loss[max(done)[2]] if done else None), scores
 
 
-def pick_best(folder: Path, groups: list[str]) -> list[int]:
+CHOICE_FILE = "chosen.json"  # beside the longer runs: which point of each group was chosen, and on what
+
+
+def pick_best(folder: Path, groups: list[str], record: Optional[Path] = None) -> list[int]:
     """The point index of each group's best (first on ties), for `fltool sweep --point`; an error if the sweep has
-    not finished seed 0 of any point of a group, or names a preset the sweep does not have."""
+    not finished seed 0 of any point of a group, or names a preset the sweep does not have. ``record``: also write the
+    choice there (CHOICE_FILE in the folder of the runs it picks for), so that the longer runs' tables still name their
+    points when the sweep they were chosen on is gone."""
     sweep = Sweep(folder)
     if sweep.data is None:
         sys.exit(f"reproduction_tables: no results.json in {folder}: run its sweep first")
     have = {p["settings"].get("loss") for p in sweep.data["points"]}
-    indices = []
+    indices, chosen = [], []
     for group in groups:
         unknown = [n for n in group.split(",") if n.strip() and canonical(n) not in have]
         if unknown:
             sys.exit(f"reproduction_tables: {folder} has no point {unknown[0]}")
-        best, _ = group_best(sweep, group)
+        best, scores = group_best(sweep, group)
         if best is None:
             sys.exit(f"reproduction_tables: no seed-{SEED_ZERO} result in {folder} for {group}")
         if best["index"] not in indices:
             indices.append(best["index"])
+        chosen.append({"group": [name for name, _ in scores], "chosen": best["settings"]["loss"],
+                       f"seed{SEED_ZERO}_AP": dict(scores)})
+    if record is not None:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"chosen_on": str(folder), "iters": sweep.iters(), "groups": chosen},
+                                     indent=2) + "\n")
     return indices
+
+
+def recorded_choices(folder: Path) -> dict[tuple[str, ...], str]:
+    """CHOICE_FILE of a folder (what pick_best recorded): {the group's presets: the chosen one}; {} if none."""
+    path = folder / CHOICE_FILE
+    if not path.is_file():
+        return {}
+    return {tuple(g["group"]): g["chosen"] for g in json.loads(path.read_text())["groups"]}
 
 
 def eval_history(work_dir: Path) -> list[tuple[int, float]]:
@@ -194,9 +213,20 @@ SPARSE_GROUPS = [("CE, best alpha", "CE-a0.5,CE-a0.75,CE-a0.9"), ("FL, gamma 2, 
 DENSE_GROUPS = [SPARSE_GROUPS[0], SPARSE_GROUPS[2]]
 
 
-def longer_rows(short_rows: list[tuple[str, Optional[dict]]], long: Sweep) -> list[tuple[str, Optional[dict]]]:
-    """The shorter sweep's rows (regime_rows) with each chosen preset's point in the longer sweep: not chosen anew."""
-    return [(label, long.point(**chosen["settings"]) if chosen else None) for label, chosen in short_rows]
+def longer_rows(short_rows: list[tuple[str, Optional[dict]]], long: Sweep, groups: list[tuple[str, str]]
+                ) -> list[tuple[str, Optional[dict]]]:
+    """The shorter sweep's rows (regime_rows) with each chosen preset's point in the longer sweep: not chosen anew.
+    The choice recorded beside the longer runs (pick_best's record) comes first: it is what they were run for, and
+    the one left when the shorter sweep's files are gone."""
+    recorded = recorded_choices(long.folder)
+    rows = []
+    for (label, group), (short_label, chosen) in zip(groups, short_rows):
+        name = recorded.get(tuple(canonical(n) for n in group.split(",") if n.strip()))
+        if name is None:
+            rows.append((short_label, long.point(**chosen["settings"]) if chosen else None))
+        else:
+            rows.append((f"{label} ({name})" if "," in group else label, long.point(loss=name)))
+    return rows
 
 
 def schedule_table(rows_by_length: list[tuple[str, list[tuple[str, Optional[dict]]]]]) -> list[str]:
@@ -210,6 +240,8 @@ def schedule_table(rows_by_length: list[tuple[str, list[tuple[str, Optional[dict
            "|---" * (2 + len(lengths) + len(steps)) + "|"]
     for i, (label, _) in enumerate(rows_by_length[0][1]):
         points = [rows[i][1] for _, rows in rows_by_length]
+        # named by the first length that knows the chosen preset (a length whose sweep is gone names none)
+        label = next((rows[i][0] for _, rows in rows_by_length if not rows[i][0].endswith("(-)")), label)
         changes, rising = [], []
         for a, b in zip(points, points[1:]):
             values = diff_se(b, a)
@@ -266,7 +298,7 @@ def regime_sections(runs: Path, iters: str, long_iters: list[str]) -> list[tuple
     sparse_by_length, dense_by_length = [(iters, s_rows)], [(iters, d_rows)]
     for n in long_iters:  # the points chosen at ITERS, trained again at each longer length: not chosen anew
         sparse_l, dense_l = Sweep(runs / f"sparse_{n}"), Sweep(runs / f"dense_{n}")
-        sl_rows, dl_rows = longer_rows(s_rows, sparse_l), longer_rows(d_rows, dense_l)
+        sl_rows, dl_rows = longer_rows(s_rows, sparse_l, SPARSE_GROUPS), longer_rows(d_rows, dense_l, DENSE_GROUPS)
         sparse_by_length.append((n, sl_rows))
         dense_by_length.append((n, dl_rows))
         sections += [

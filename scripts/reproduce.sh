@@ -73,13 +73,14 @@ sweep_runs() {  # fltool sweep; a run that fails (e.g. a diverging loss) is a re
   fltool sweep "$@" || { rc=$?; [ "$rc" -eq 1 ] || exit "$rc"; echo "reproduce: runs failed; see their rows" >&2; }
 }
 # chosen CONFIG FOLDER N FROM LOSSES GROUP...: seeds 0,1,2 at N iterations (AP every N/4) for the best point of each
-# GROUP in the sweep FROM (highest seed-0 AP; a group of one is a fixed point); then the report of FOLDER.
+# GROUP in the sweep FROM (highest seed-0 AP; a group of one is a fixed point), the choice recorded in
+# FOLDER/chosen.json (the tables name the rows by it when FROM is gone); then the report of FOLDER.
 chosen() {
   local config=$1 dir=$2 n=$3 from=$4 losses=$5; shift 5
   local common=(--work-dir "$dir" --set "loss=$losses" --max-iters "$n"
                 --cfg-options "train_cfg.val_interval=$((n / 4))")
   local points
-  points=$(python scripts/reproduction_tables.py --pick-best "$from" "$@")
+  points=$(python scripts/reproduction_tables.py --pick-best "$from" "$@" --record "$dir/chosen.json")
   for point in $points; do
     sweep_runs "$config" "${common[@]}" --seeds 0,1,2 --point "$point"
   done

@@ -1,7 +1,8 @@
 """Print the tables of REPRODUCTION.md from the runs of ``scripts/reproduce.sh`` (their results.json files).
 
     .venv/bin/python scripts/reproduction_tables.py [--runs work_dirs/repro] [--figures docs/figures]
-    .venv/bin/python scripts/reproduction_tables.py --pick-best SWEEP_DIR GROUP...   (used by reproduce.sh)
+    .venv/bin/python scripts/reproduction_tables.py --pick-best SWEEP_DIR GROUP... [--record FILE]
+        (used by reproduce.sh)
 
 Reads only what the sweeps, ``fltool analyze`` (loss-cdf, anchors, prior) and ``fltool bench speed-accuracy`` wrote;
 a sweep not run yet shows as such. ``--figures`` also copies the heat map, loss-CDF, prior and speed/accuracy plots
@@ -146,11 +147,14 @@ def main() -> None:
                              "default 2 x and 4 x --iters)")
     parser.add_argument("--pick-best", nargs="+", metavar=("SWEEP_DIR", "GROUP"), default=None,
                         help="print the point index of each group's best seed-0 AP, and exit")
+    parser.add_argument("--record", type=Path, default=None,
+                        help="with --pick-best: also write the choice to this JSON file (reproduce.sh: chosen.json "
+                             "in the folder of the runs it picks for)")
     args = parser.parse_args()
     if args.pick_best:
         if len(args.pick_best) < 2:
             parser.error("--pick-best takes a sweep folder and one or more groups")
-        print(" ".join(str(i) for i in pick_best(Path(args.pick_best[0]), args.pick_best[1:])))
+        print(" ".join(str(i) for i in pick_best(Path(args.pick_best[0]), args.pick_best[1:], args.record)))
         return
     runs = args.runs
     long_iters = ([n for group in args.long_iters for n in group] if args.long_iters

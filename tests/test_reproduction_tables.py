@@ -168,6 +168,44 @@ def test_longer_runs_keep_the_points_chosen_at_the_shorter_length_and_say_where_
     assert "| +10.0 (1.6, 6.1) | needs 2+ seeds of both | not by 3200 (still rising); 9600 needs 2+ seeds |" in partial
 
 
+def test_the_choice_recorded_beside_the_longer_runs_names_their_rows_when_the_sweep_it_was_made_on_is_gone(tmp_path):
+    short = _write_regime(tmp_path, "sparse_1600", [
+        _regime_point(0, "CE-a0.5", [0.20], tmp_path), _regime_point(1, "CE-a0.75", [0.25], tmp_path),
+        _regime_point(2, "FL-g1-a0.25", [0.35], tmp_path), _regime_point(3, "FL", [0.30], tmp_path),
+        _regime_point(4, "FL-g0.5-a0.25", [0.10], tmp_path), _regime_point(5, "CE-a0.9", [0.05], tmp_path)])
+    _write_regime(tmp_path, "sparse_3200", [
+        _regime_point(1, "CE-a0.75", [0.40, 0.42, 0.44], tmp_path / "l"),
+        _regime_point(2, "FL-g1-a0.25", [0.50, 0.52, 0.54], tmp_path / "l"),
+        _regime_point(3, "FL", [0.45, 0.47, 0.49], tmp_path / "l")], max_iters=3200)
+    record = tmp_path / "sparse_3200" / "chosen.json"
+    picked = subprocess.run([sys.executable, str(SCRIPT), "--pick-best", str(short), "CE-a0.5,CE-a0.75,CE-a0.9", "FL",
+                             "FL-g0.5-a0.25,FL-g1-a0.25,FL", "--record", str(record)],
+                            capture_output=True, text=True, check=True)
+    assert picked.stdout.split() == ["1", "3", "2"]
+    saved = json.loads(record.read_text())
+    assert saved["iters"] == "1600" and [g["chosen"] for g in saved["groups"]] == ["CE-a0.75", "FL", "FL-g1-a0.25"]
+    assert saved["groups"][2]["seed0_AP"] == {"FL-g0.5-a0.25": 0.10, "FL-g1-a0.25": 0.35, "FL": 0.30}
+
+    def tables() -> str:
+        return subprocess.run([sys.executable, str(SCRIPT), "--runs", str(tmp_path), "--iters", "1600",
+                               "--long-iters", "3200"], capture_output=True, text=True, check=True).stdout
+
+    def longer() -> str:
+        return tables().split("### Sparse set: 3200 iterations")[1].split("###")[0]
+
+    with_short = longer()
+    (short / "results.json").unlink()  # the machine that held the choice sweep is gone
+    without = longer()
+    # the schedule table names the row by the longer length's record (1600 is gone)
+    assert "| CE, best alpha (CE-a0.75) | not run | 42.0 ± 2.0 |" in tables().split("### Schedule length: sparse")[1]
+    for out in (with_short, without):
+        assert "| CE, best alpha (CE-a0.75) | 42.0 ± 2.0 |" in out
+        assert "| FL, best gamma (FL-g1-a0.25) | 52.0 ± 2.0 |" in out and "| FL, gamma 2, alpha 0.25 | 47.0 ± 2.0 |" in out
+    # without a record the rows need the choice sweep
+    record.unlink()
+    assert "| CE, best alpha (-) | not run |" in longer()
+
+
 # ---------------------------------------------------------------------------------------------- the runs archive
 
 ARCHIVE = SCRIPT.parent / "archive_runs.py"
