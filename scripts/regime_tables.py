@@ -23,6 +23,16 @@ def canonical(name: str) -> str:
     return loss_preset(name)[0]
 
 
+def presets(group: str) -> list[str]:
+    """A group's presets ('CE-a0.5,CE-a0.75'), canonically spelled."""
+    return [canonical(n) for n in group.split(",") if n.strip()]
+
+
+def row_label(label: str, group: str, name: str) -> str:
+    """A row's label: a family of several presets names the one chosen."""
+    return f"{label} ({name})" if "," in group else label
+
+
 def seed_ap(point: dict, seed: int = SEED_ZERO) -> Optional[float]:
     run = next((r for r in point["runs"] if r["seed"] == seed and r.get("metrics")), None)
     return None if run is None else run["metrics"].get("AP")
@@ -31,7 +41,7 @@ def seed_ap(point: dict, seed: int = SEED_ZERO) -> Optional[float]:
 def group_best(sweep: Sweep, group: str) -> tuple[Optional[dict], list[tuple[str, Optional[float]]]]:
     """(the point of the group with the highest seed-0 AP, [(preset, seed-0 AP)] in the group's order)."""
     by_loss = {p["settings"].get("loss"): p for p in (sweep.data or {}).get("points", [])}
-    names = [canonical(n) for n in group.split(",") if n.strip()]
+    names = presets(group)
     scores = [(name, seed_ap(by_loss[name]) if name in by_loss else None) for name in names]
     done = [(ap, -i, name) for i, (name, ap) in enumerate(scores) if ap is not None]
     return (by_loss[max(done)[2]] if done else None), scores
@@ -99,7 +109,7 @@ def regime_rows(sweep: Sweep, groups: list[tuple[str, str]]) -> list[tuple[str, 
     for label, group in groups:
         best, _ = group_best(sweep, group)
         name = best["settings"]["loss"] if best else "-"
-        rows.append((f"{label} ({name})" if "," in group else label, best))
+        rows.append((row_label(label, group, name), best))
     return rows
 
 
@@ -221,11 +231,11 @@ def longer_rows(short_rows: list[tuple[str, Optional[dict]]], long: Sweep, group
     recorded = recorded_choices(long.folder)
     rows = []
     for (label, group), (short_label, chosen) in zip(groups, short_rows):
-        name = recorded.get(tuple(canonical(n) for n in group.split(",") if n.strip()))
+        name = recorded.get(tuple(presets(group)))
         if name is None:
             rows.append((short_label, long.point(**chosen["settings"]) if chosen else None))
         else:
-            rows.append((f"{label} ({name})" if "," in group else label, long.point(loss=name)))
+            rows.append((row_label(label, group, name), long.point(loss=name)))
     return rows
 
 
