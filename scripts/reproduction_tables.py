@@ -144,7 +144,7 @@ def main() -> None:
     parser.add_argument("--iters", default="1200", help="the regime runs' length (reproduce.sh's ITERS)")
     parser.add_argument("--long-iters", type=lengths_arg, nargs="+", default=None,
                         help="the lengths at which the chosen points train again (reproduce.sh's LONG_ITERS; "
-                             "default 2 x and 4 x --iters)")
+                             "default 2, 4 and 8 x --iters)")
     parser.add_argument("--pick-best", nargs="+", metavar=("SWEEP_DIR", "GROUP"), default=None,
                         help="print the point index of each group's best seed-0 AP, and exit")
     parser.add_argument("--record", type=Path, default=None,
@@ -158,7 +158,7 @@ def main() -> None:
         return
     runs = args.runs
     long_iters = ([n for group in args.long_iters for n in group] if args.long_iters
-                  else [str(2 * int(args.iters)), str(4 * int(args.iters))])
+                  else [str(k * int(args.iters)) for k in (2, 4, 8)])
     grid, ce, flstar = Sweep(runs / "synth_grid"), Sweep(runs / "synth_ce_alpha"), Sweep(runs / "synth_flstar")
     long, bccd = Sweep(runs / "synth_full"), Sweep(runs / "bccd_losses")
     sections = [

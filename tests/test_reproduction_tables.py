@@ -142,21 +142,23 @@ def test_longer_runs_keep_the_points_chosen_at_the_shorter_length_and_say_where_
         return subprocess.run([sys.executable, str(SCRIPT), "--runs", str(tmp_path), "--iters", "1600", *args],
                               capture_output=True, text=True, check=True).stdout
 
-    out = tables()  # default lengths: 2 x and 4 x --iters
+    out = tables()  # default lengths: 2, 4 and 8 x --iters (12800 not run here)
     assert "### Sparse set: 3200 iterations, seeds 0, 1, 2 (the points chosen at 1600)" in out
     longer = out.split("### Sparse set: 3200 iterations")[1].split("###")[0]
     assert "| CE, best alpha (CE-a0.5) | 23.0 ± 2.0 |" in longer and "50.7" not in longer
     assert "| sparse: FL (gamma 2) - best CE | +19.0 | 1.6 | 11.6 |" in out.split("### Differences at 3200")[1]
     assert "| sparse: FL (gamma 2) - best CE | +11.0 | 1.6 | 6.7 |" in out.split("### Differences at 6400")[1]
-    schedule = out.split("### Schedule length: sparse set, 1600, 3200, 6400 iterations")[1].split("###")[0]
+    assert "### Differences at 12800 iterations" in out
+    schedule = out.split("### Schedule length: sparse set, 1600, 3200, 6400, 12800 iterations")[1].split("###")[0]
     # each step's change with its standard error; AP stops rising after the last step that rose by > 2 SE:
     # CE rose only at the second doubling (+1.0, then +9.0), so it has not stopped by 6400; FL stopped at 3200
-    assert ("| CE, best alpha (CE-a0.5) | 22.0 ± 2.0 | 23.0 ± 2.0 | 32.0 ± 2.0 | +1.0 (1.6, 0.6) | +9.0 (1.6, 5.5) "
-            "| not by 6400 (still rising) |") in schedule
-    assert ("| FL, gamma 2, alpha 0.25 | 32.0 ± 2.0 | 42.0 ± 2.0 | 43.0 ± 2.0 | +10.0 (1.6, 6.1) | +1.0 (1.6, 0.6) "
-            "| 3200 |") in schedule
-    assert ("| OHEM 1:3, B = 128 | not run | not run | not run | needs 2+ seeds of both | needs 2+ seeds of both "
-            "| n/a |") in schedule
+    assert ("| CE, best alpha (CE-a0.5) | 22.0 ± 2.0 | 23.0 ± 2.0 | 32.0 ± 2.0 | not run | +1.0 (1.6, 0.6) "
+            "| +9.0 (1.6, 5.5) | needs 2+ seeds of both "
+            "| not by 6400 (still rising); 12800 needs 2+ seeds |") in schedule
+    assert ("| FL, gamma 2, alpha 0.25 | 32.0 ± 2.0 | 42.0 ± 2.0 | 43.0 ± 2.0 | not run | +10.0 (1.6, 6.1) "
+            "| +1.0 (1.6, 0.6) | needs 2+ seeds of both | 3200; 12800 needs 2+ seeds |") in schedule
+    assert ("| OHEM 1:3, B = 128 | not run | not run | not run | not run | needs 2+ seeds of both "
+            "| needs 2+ seeds of both | needs 2+ seeds of both | n/a |") in schedule
     # --long-iters as reproduce.sh passes it: one length (here 3200 alone), or one absent from the runs folder
     one = tables("--long-iters", "3200").split("### Schedule length: sparse set, 1600, 3200 iterations")[1]
     assert "| FL, gamma 2, alpha 0.25 | 32.0 ± 2.0 | 42.0 ± 2.0 | +10.0 (1.6, 6.1) | not by 3200 (still rising) |" \
