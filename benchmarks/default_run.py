@@ -7,7 +7,8 @@ Runs ``fltool train`` (the default config on the embedded dataset) as a newcomer
   as on a machine that never ran fltool; without it, a cached dataset is reused), and the dataset generation share;
 - the final COCO bbox metrics from the run's metrics.json;
 - the fraction of val boxes that are small by COCO's definition (area < 32^2), read from the val annotations;
-- the machine: CPU model, cores, torch threads.
+- the machine as the run saw it: CPU model, cores, torch threads, its instruction set (ATen's, whether the CPU has
+  AVX-512, the ISA overrides set).
 """
 from __future__ import annotations
 
@@ -62,16 +63,21 @@ def main() -> int:
         "iterations": metrics["iteration"],
         "val_boxes": len(areas),
         "val_small_fraction": round(small, 3),
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        # as the training process saw it (its ISA and overrides), from its metrics.json
+        "machine": {**(metrics.get("machine") or {"cpu": cpu_name(), "cores": os.cpu_count(),
+                                                  "torch_threads": torch.get_num_threads()}),
                     "torch": torch.__version__},
     }
+    machine = result["machine"]
+    isa = (f"ATen {machine['aten_isa']}, CPU {'with' if machine['cpu_avx512'] else 'without'} AVX-512"
+           f"{''.join(f', {k}={v}' for k, v in machine['env'].items())}" if "aten_isa" in machine else "ISA unknown")
     print(f"fltool train (default), {'fresh dataset cache' if args.fresh_cache else 'cached dataset'}")
     print(f"  wall time, start to metrics: {result['wall_s']:.1f} s "
           f"(of which dataset generation {result['dataset_generation_s']:.1f} s)")
     print("  val bbox: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics["bbox"].items() if v is not None))
     print(f"  val boxes: {len(areas)}, small (area < 32^2): {small:.1%}")
-    print(f"  machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
-          f"{result['machine']['torch_threads']} torch threads, torch {result['machine']['torch']}")
+    print(f"  machine: {machine['cpu']}, {machine['cores']} cores, {machine['torch_threads']} torch threads, "
+          f"torch {machine['torch']}; {isa}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -146,8 +146,10 @@ def main() -> int:
         child(args.child, args.config, args.work_dir, args.iters, args.val_interval, args.seed)
         return 0
 
+    from fltool.engine.doctor import cpu_flags
     from fltool.fileio import cpu_name
 
+    avx512 = "avx512f" in cpu_flags()  # "native" means AVX-512 only where the CPU has it
     results = []
     for isa in args.isa.split(","):
         for recipe in args.recipes.split(","):
@@ -174,7 +176,8 @@ def main() -> int:
             print(f"[{isa}] {recipe}: {row['it_per_s']:.2f} it/s, {row['train_s']:.0f} s training, "
                   f"AP {row['final_AP']}", file=sys.stderr, flush=True)
 
-    print(f"\n{args.config}, {args.iters} iterations, batch as configured; {cpu_name()}, {os.cpu_count()} cores; "
+    print(f"\n{args.config}, {args.iters} iterations, batch as configured; {cpu_name()}, {os.cpu_count()} cores, "
+          f"{'with' if avx512 else 'without'} AVX-512; "
           f"time to AP >= {args.target_ap} counts training seconds only (evaluations every {args.val_interval} "
           "iterations excluded)")
     header = f"{'ISA':6} {'recipe':7} {'it/s':>6} {'train s':>8} {'to AP s':>8} {'final AP':>9} {'wall s':>7}"
@@ -196,7 +199,7 @@ def main() -> int:
                   f"{speedups[isa]['time_to_target'] or 'n/a'}x time to AP {args.target_ap}")
     args.out.mkdir(parents=True, exist_ok=True)
     payload = {"config": args.config, "iterations": args.iters, "target_ap": args.target_ap,
-               "cpu": cpu_name(), "cores": os.cpu_count(), "results": results, "speedup": speedups}
+               "cpu": cpu_name(), "cores": os.cpu_count(), "cpu_avx512": avx512, "results": results, "speedup": speedups}
     (args.out / "train_speed.json").write_text(json.dumps(payload, indent=2) + "\n")
     with open(args.out / "train_speed.csv", "w", newline="") as f:
         fields = ["isa", "recipe", "it_per_s", "train_s", "time_to_target_s", "iters_to_target", "final_AP",

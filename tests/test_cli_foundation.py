@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from fltool.cli.common import expand_cfg_options
@@ -30,15 +31,27 @@ def test_doctor_reports_every_component_with_versions_and_mmcv_ops():
     assert "threads" in by_name["torch"]["detail"]
 
 
-def _cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return set(f.read().split())
-    except OSError:
-        return set()
+def test_cpu_flags_reads_the_flags_line_of_cpuinfo(tmp_path):
+    """The AVX-512 bit in a run's record comes from here: the flags line, not another line that names a flag."""
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC avx512f-free\nflags\t\t: fpu sse avx avx2 fma\n"
+                    "processor\t: 1\nflags\t\t: fpu avx512f\n")
+    assert doctor_mod.cpu_flags(str(info)) == {"fpu", "sse", "avx", "avx2", "fma"}
+    assert doctor_mod.cpu_flags(str(tmp_path / "absent")) == set()
 
 
-@pytest.mark.skipif("avx2" not in _cpu_flags(), reason="needs an x86 CPU with AVX2 to limit the kernels to it")
+def test_machine_facts_name_the_cpu_its_isa_and_the_overrides(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    facts = doctor_mod.machine_facts()
+    assert facts["aten_isa"] == torch.backends.cpu.get_cpu_capability()
+    assert facts["torch_threads"] == torch.get_num_threads() and facts["cores"] >= 1
+    assert facts["env"]["ONEDNN_MAX_CPU_ISA"] == "AVX2" and "ATEN_CPU_CAPABILITY" not in facts["env"]
+    assert facts["cpu_avx512"] == ("avx512f" in doctor_mod.cpu_flags())
+    assert facts["gpu"] is None or isinstance(facts["gpu"], str)
+
+
+@pytest.mark.skipif("avx2" not in doctor_mod.cpu_flags(), reason="needs an x86 CPU with AVX2 to limit the kernels to it")
 def test_doctor_reports_the_isa_aten_and_onednn_use_and_the_overrides_that_set_it():
     """A user whose numbers differ from the README's needs to see which instructions the kernels run."""
     import os

@@ -26,6 +26,8 @@ def test_train_writes_checkpoints_resolved_config_scalars_and_metrics(tiny_run):
     assert metrics["iteration"] == 4 and metrics["checkpoint"] == str(wd / "iter_4.pth")
     assert set(metrics["bbox"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     assert metrics["bbox"]["AP50"] == tiny_run.metrics["AP50"]
+    # where it ran: the record of a number names its CPU and instruction set
+    assert metrics["machine"]["aten_isa"] == torch.backends.cpu.get_cpu_capability() and metrics["machine"]["cpu"]
     scalars = [json.loads(line) for line in next(wd.glob("*/vis_data/scalars.json")).read_text().splitlines()]
     train_rows = [row for row in scalars if "loss_cls" in row]
     assert [row["iter"] for row in train_rows] == [1, 2, 3, 4]

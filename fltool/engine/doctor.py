@@ -126,6 +126,34 @@ def cpu_report() -> dict:
             "env": {k: os.environ[k] for k in ISA_ENV if k in os.environ}}
 
 
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The instruction-set flags the kernel lists for the first CPU (empty where there is no /proc/cpuinfo)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def machine_facts() -> dict:
+    """Where a run's numbers were measured, cheaply (no child process; the training records keep it): the CPU,
+    whether it has AVX-512, the ISA ATen dispatches to, the ISA overrides in the environment (``ONEDNN_MAX_CPU_ISA``
+    caps oneDNN's convolutions below what the CPU has), threads, and the GPU if one is visible."""
+    import os
+
+    import torch
+
+    from fltool.fileio import cpu_name
+
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "cpu_avx512": "avx512f" in cpu_flags(),
+            "aten_isa": torch.backends.cpu.get_cpu_capability(), "torch_threads": torch.get_num_threads(),
+            "env": {k: os.environ[k] for k in ISA_ENV if k in os.environ},
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def _cpu() -> Check:
     info = cpu_report()
     env = ", ".join(f"{k}={v}" for k, v in info["env"].items())

@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence, Union
 from fltool import compat
 from fltool.engine import runner as rn
 from fltool.engine.config import load_config
+from fltool.engine.doctor import machine_facts
 from fltool.engine.runner import ProgressEvent, ProgressFn
 from fltool.errors import ConfigError, DataError, Interrupted
 from fltool.fileio import write_json
@@ -413,6 +414,7 @@ def train(opts: TrainOptions, progress: ProgressFn = rn._noop) -> TrainResult:
             "checkpoint": last, "bbox": {k: v for k, v in metrics.items() if k != "per_class_AP"},
             "per_class_AP": metrics.get("per_class_AP", {}), "raw": sink.get("raw", {}),
             "val_ann_file": str(rn.dataset_paths(cfg, "val")[0]), "wall_s": round(time.time() - start, 1),
+            "machine": machine_facts(),
         })
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
