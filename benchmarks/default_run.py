@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fltool.fileio import cpu_name
+from fltool.engine.doctor import isa_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,20 +64,16 @@ def main() -> int:
         "val_boxes": len(areas),
         "val_small_fraction": round(small, 3),
         # as the training process saw it (its ISA and overrides), from its metrics.json
-        "machine": {**(metrics.get("machine") or {"cpu": cpu_name(), "cores": os.cpu_count(),
-                                                  "torch_threads": torch.get_num_threads()}),
-                    "torch": torch.__version__},
+        "machine": {**metrics["machine"], "torch": torch.__version__},
     }
     machine = result["machine"]
-    isa = (f"ATen {machine['aten_isa']}, CPU {'with' if machine['cpu_avx512'] else 'without'} AVX-512"
-           f"{''.join(f', {k}={v}' for k, v in machine['env'].items())}" if "aten_isa" in machine else "ISA unknown")
     print(f"fltool train (default), {'fresh dataset cache' if args.fresh_cache else 'cached dataset'}")
     print(f"  wall time, start to metrics: {result['wall_s']:.1f} s "
           f"(of which dataset generation {result['dataset_generation_s']:.1f} s)")
     print("  val bbox: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics["bbox"].items() if v is not None))
     print(f"  val boxes: {len(areas)}, small (area < 32^2): {small:.1%}")
     print(f"  machine: {machine['cpu']}, {machine['cores']} cores, {machine['torch_threads']} torch threads, "
-          f"torch {machine['torch']}; {isa}")
+          f"torch {machine['torch']}; {isa_text(machine)}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

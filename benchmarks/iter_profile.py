@@ -37,7 +37,7 @@ def main() -> int:
     from mmengine.runner import Runner
     from mmdet.registry import HOOKS
 
-    from fltool.engine.doctor import machine_facts
+    from fltool.engine.doctor import isa_text, machine_facts
     from fltool.engine.train import TrainOptions, prepare_train_config
 
     found: dict[str, Any] = {}
@@ -77,11 +77,10 @@ def main() -> int:
               "s_per_iter_profiled": round(found["wall_s"] / iters, 4), "self_cpu_s": round(total, 2),
               "convolution_share": round(conv / total, 4), "ops": ops, "machine": machine,
               "torch": torch.__version__}
-    isa = (f"ATen {machine['aten_isa']}, CPU {'with' if machine['cpu_avx512'] else 'without'} AVX-512"
-           + "".join(f", {k}={v}" for k, v in machine["env"].items()))
     print(f"{args.config}: iterations {args.start}-{args.stop - 1} profiled, {found['wall_s']:.2f} s wall "
           f"({found['wall_s'] / iters:.3f} s/it with the profiler's overhead), {total:.2f} s self CPU time")
-    print(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['torch_threads']} torch threads; {isa}")
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['torch_threads']} torch threads; "
+          f"{isa_text(machine)}")
     print(f"convolutions (forward and backward): {conv:.2f} s, {conv / total:.1%} of self CPU time")
     print(f"{'op':58} {'self s':>8} {'share':>7} {'calls':>7}")
     for row in ops:

@@ -199,7 +199,8 @@ def main() -> int:
                   f"{speedups[isa]['time_to_target'] or 'n/a'}x time to AP {args.target_ap}")
     args.out.mkdir(parents=True, exist_ok=True)
     payload = {"config": args.config, "iterations": args.iters, "target_ap": args.target_ap,
-               "cpu": cpu_name(), "cores": os.cpu_count(), "cpu_avx512": avx512, "results": results, "speedup": speedups}
+               "cpu": cpu_name(), "cores": os.cpu_count(), "cpu_avx512": avx512, "results": results,
+               "speedup": speedups}
     (args.out / "train_speed.json").write_text(json.dumps(payload, indent=2) + "\n")
     with open(args.out / "train_speed.csv", "w", newline="") as f:
         fields = ["isa", "recipe", "it_per_s", "train_s", "time_to_target_s", "iters_to_target", "final_AP",

@@ -51,7 +51,8 @@ def test_machine_facts_name_the_cpu_its_isa_and_the_overrides(monkeypatch):
     assert facts["gpu"] is None or isinstance(facts["gpu"], str)
 
 
-@pytest.mark.skipif("avx2" not in doctor_mod.cpu_flags(), reason="needs an x86 CPU with AVX2 to limit the kernels to it")
+@pytest.mark.skipif("avx2" not in doctor_mod.cpu_flags(),
+                    reason="needs an x86 CPU with AVX2 to limit the kernels to it")
 def test_doctor_reports_the_isa_aten_and_onednn_use_and_the_overrides_that_set_it():
     """A user whose numbers differ from the README's needs to see which instructions the kernels run."""
     import os

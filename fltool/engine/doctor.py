@@ -111,19 +111,13 @@ def onednn_info(timeout: float = 60.0) -> dict:
 
 
 def cpu_report() -> dict:
-    """The CPU as the kernels see it: model, cores, ATen's and oneDNN's instruction sets, threads, overrides."""
-    import os
-
+    """The CPU as the kernels see it: :func:`machine_facts` with what oneDNN reports (its ISA, threads, the
+    convolution it picks) and the inter-op threads."""
     import torch
 
-    from fltool.fileio import cpu_name
-
     onednn = onednn_info()
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "aten_isa": torch.backends.cpu.get_cpu_capability(),
-            "onednn_isa": onednn.get("isa", "unknown"), "onednn_threads": onednn.get("nthr"),
-            "onednn_convolution": onednn.get("convolution"), "torch_threads": torch.get_num_threads(),
-            "interop_threads": torch.get_num_interop_threads(),
-            "env": {k: os.environ[k] for k in ISA_ENV if k in os.environ}}
+    return {**machine_facts(), "onednn_isa": onednn.get("isa", "unknown"), "onednn_threads": onednn.get("nthr"),
+            "onednn_convolution": onednn.get("convolution"), "interop_threads": torch.get_num_interop_threads()}
 
 
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
@@ -152,6 +146,12 @@ def machine_facts() -> dict:
             "aten_isa": torch.backends.cpu.get_cpu_capability(), "torch_threads": torch.get_num_threads(),
             "env": {k: os.environ[k] for k in ISA_ENV if k in os.environ},
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def isa_text(facts: dict) -> str:
+    """One line for a report: ATen's ISA, whether the CPU has AVX-512, the overrides set (of :func:`machine_facts`)."""
+    return (f"ATen {facts['aten_isa']}, CPU {'with' if facts['cpu_avx512'] else 'without'} AVX-512"
+            + "".join(f", {k}={v}" for k, v in facts["env"].items()))
 
 
 def _cpu() -> Check:
