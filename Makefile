@@ -20,8 +20,6 @@ bench: setup
 
 reproduce: setup
 	scripts/reproduce.sh
-	$(PY) scripts/reproduction_tables.py --runs $${RUNS:-work_dirs/repro} --iters $${ITERS:-1200} \
-		$${LONG_ITERS:+--long-iters $$LONG_ITERS}
 
 clean:
 	rm -rf work_dirs .pytest_cache

@@ -334,6 +334,15 @@ def regime_sections(runs: Path, iters: str, long_iters: list[str]) -> list[tuple
     return sections
 
 
+def longer_lengths(runs: Path, iters: str) -> list[str]:
+    """The lengths above ``iters`` that ``runs`` holds a sparse or dense sweep of (``sparse_<n>``, ``dense_<n>``),
+    shortest first: the tables' default when reproduce.sh's LONG_ITERS is not given, so that its rule lives there
+    alone."""
+    found = {d.name.split("_", 1)[1] for d in runs.glob("*_*") if d.is_dir() and d.name.split("_", 1)[0]
+             in ("sparse", "dense") and d.name.split("_", 1)[1].isdigit()}
+    return sorted((n for n in found if int(n) > int(iters)), key=int)
+
+
 def lengths_arg(text: str) -> list[str]:
     """'2400,4800' or '2400 4800' (reproduce.sh's LONG_ITERS) to ['2400', '4800']."""
     values = text.replace(",", " ").split()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every run behind REPRODUCTION.md, in order. Resumable: each `fltool sweep` skips the runs it has finished, so
 # this script can be stopped and started again.
-#   RUNS=work_dirs/repro scripts/reproduce.sh [scale] [regime]    then    .venv/bin/python scripts/reproduction_tables.py
+#   RUNS=work_dirs/repro scripts/reproduce.sh [scale] [regime]
+#   (then prints the tables of REPRODUCTION.md: scripts/reproduction_tables.py with the lengths below)
 # scale: the embedded set, BCCD, Figure 4 and Table 1e of the default model.
 # regime: "The regime the paper studied" (the sparse set, OHEM, the prior); ITERS=... sets the length of its
 #   comparison runs (default 1200, the default recipe's), LONG_ITERS="..." (default "2xITERS 4xITERS 8xITERS")
@@ -14,6 +15,10 @@ RUNS=${RUNS:-work_dirs/repro}
 export PATH="$PWD/.venv/bin:$PATH"
 mkdir -p "$RUNS"
 PARTS=${*:-scale regime}
+# the regime's lengths, defined here alone (the tables at the end are given them):
+ITERS=${ITERS:-1200}  # every comparison run, both sets; a multiple of 400 (checkpoints every 400, logs every 20)
+# the chosen points again, longer (multiples of 400 too)
+LONG_ITERS=${LONG_ITERS:-"$((2 * ITERS)) $((4 * ITERS)) $((8 * ITERS))"}
 # the record of every finished run (JSON/CSV, no checkpoints) into docs/runs, which git keeps when work_dirs/ is gone
 archive() { python scripts/archive_runs.py --runs "$RUNS" --to docs/runs; }
 
@@ -61,10 +66,7 @@ if [[ " $PARTS " == *" regime "* ]]; then
 # ---- The regime the paper studied: 1 positive anchor in 1,172 (the sparse set) against 1 in 85 (the default set).
 SPARSE=retinanet_r18-gn_synth-sparse_384
 DENSE=retinanet_r18-gn_synth_256
-ITERS=${ITERS:-1200}  # every comparison run, both sets; a multiple of 400 (checkpoints every 400, logs every 20)
 EVAL="train_cfg.val_interval=$((ITERS / 4))"  # AP at 1/4, 1/2, 3/4 and the end: has it stopped rising?
-# the chosen points again, longer (multiples of 400 too)
-LONG_ITERS=${LONG_ITERS:-"$((2 * ITERS)) $((4 * ITERS)) $((8 * ITERS))"}
 CE_GRID=CE-a0.5,CE-a0.75,CE-a0.9
 FL_GRID=FL-g0.5-a0.25,FL-g1-a0.25,FL
 OHEM_GRID=OHEM-b128,OHEM-b512,OHEM-b128-nms0.7
@@ -125,3 +127,6 @@ for n in "$ITERS" $LONG_ITERS; do
 done
 archive
 fi
+
+# the tables of REPRODUCTION.md, from every run in $RUNS (those of a part not run this time included)
+python scripts/reproduction_tables.py --runs "$RUNS" --iters "$ITERS" --long-iters "$LONG_ITERS"

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from regime_tables import lengths_arg, pick_best, regime_sections
+from regime_tables import lengths_arg, longer_lengths, pick_best, regime_sections
 from tables_common import Sweep, cell, loss_cdf, per_seed, three
 
 # The paper's numbers (../shared/PAPER.md): AP / AP50 / AP75 on COCO minival, R-50-FPN, 600 px
@@ -143,8 +143,8 @@ def main() -> None:
     parser.add_argument("--figures", type=Path, default=None, help="copy the plots into this folder")
     parser.add_argument("--iters", default="1200", help="the regime runs' length (reproduce.sh's ITERS)")
     parser.add_argument("--long-iters", type=lengths_arg, nargs="+", default=None,
-                        help="the lengths at which the chosen points train again (reproduce.sh's LONG_ITERS; "
-                             "default 2, 4 and 8 x --iters)")
+                        help="the lengths at which the chosen points train again (reproduce.sh's LONG_ITERS, which "
+                             "it passes; default: every longer length --runs holds a sparse_N or dense_N sweep of)")
     parser.add_argument("--pick-best", nargs="+", metavar=("SWEEP_DIR", "GROUP"), default=None,
                         help="print the point index of each group's best seed-0 AP, and exit")
     parser.add_argument("--record", type=Path, default=None,
@@ -158,7 +158,7 @@ def main() -> None:
         return
     runs = args.runs
     long_iters = ([n for group in args.long_iters for n in group] if args.long_iters
-                  else [str(k * int(args.iters)) for k in (2, 4, 8)])
+                  else longer_lengths(runs, args.iters))
     grid, ce, flstar = Sweep(runs / "synth_grid"), Sweep(runs / "synth_ce_alpha"), Sweep(runs / "synth_flstar")
     long, bccd = Sweep(runs / "synth_full"), Sweep(runs / "bccd_losses")
     sections = [

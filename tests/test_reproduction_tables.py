@@ -142,7 +142,11 @@ def test_longer_runs_keep_the_points_chosen_at_the_shorter_length_and_say_where_
         return subprocess.run([sys.executable, str(SCRIPT), "--runs", str(tmp_path), "--iters", "1600", *args],
                               capture_output=True, text=True, check=True).stdout
 
-    out = tables()  # default lengths: 2, 4 and 8 x --iters (12800 not run here)
+    # default lengths: those the folder holds above --iters (3200, 6400); reproduce.sh passes its LONG_ITERS
+    (tmp_path / "sparse_loss_cdf_12800").mkdir()  # an analysis folder, not a sweep length
+    out = tables()
+    assert "### Sparse set: 6400 iterations" in out and "12800" not in out and "Differences at 1600" not in out
+    out = tables("--long-iters", "3200 6400 12800")  # as reproduce.sh passes its default: 12800 not run yet
     assert "### Sparse set: 3200 iterations, seeds 0, 1, 2 (the points chosen at 1600)" in out
     longer = out.split("### Sparse set: 3200 iterations")[1].split("###")[0]
     assert "| CE, best alpha (CE-a0.5) | 23.0 ± 2.0 |" in longer and "50.7" not in longer
