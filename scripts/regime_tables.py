@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -338,9 +339,8 @@ def longer_lengths(runs: Path, iters: str) -> list[str]:
     """The lengths above ``iters`` that ``runs`` holds a sparse or dense sweep of (``sparse_<n>``, ``dense_<n>``),
     shortest first: the tables' default when reproduce.sh's LONG_ITERS is not given, so that its rule lives there
     alone."""
-    found = {d.name.split("_", 1)[1] for d in runs.glob("*_*") if d.is_dir() and d.name.split("_", 1)[0]
-             in ("sparse", "dense") and d.name.split("_", 1)[1].isdigit()}
-    return sorted((n for n in found if int(n) > int(iters)), key=int)
+    names = (re.fullmatch(r"(?:sparse|dense)_(\d+)", d.name) for d in runs.glob("*_*") if d.is_dir())
+    return sorted({m[1] for m in names if m and int(m[1]) > int(iters)}, key=int)
 
 
 def lengths_arg(text: str) -> list[str]:
