@@ -335,6 +335,22 @@ def regime_sections(runs: Path, iters: str, long_iters: list[str]) -> list[tuple
     return sections
 
 
+def chosen_length(runs: Path) -> Optional[str]:
+    """The length the regime's points were chosen at (reproduce.sh's ITERS), when the tables are not told it: the
+    ``iters`` that the longer runs' CHOICE_FILEs record (pick_best writes it), else the shortest sparse_N or dense_N
+    sweep ``runs`` holds; None if it holds neither. An error if the records disagree."""
+    recorded = {json.loads(f.read_text())["iters"] for f in runs.glob(f"*_*/{CHOICE_FILE}")
+                if re.fullmatch(r"(?:sparse|dense)_\d+", f.parent.name)}
+    if len(recorded) > 1:
+        sys.exit(f"reproduction_tables: the {CHOICE_FILE} files in {runs} record points chosen at different lengths "
+                 f"({', '.join(sorted(recorded, key=int))}): pass --iters")
+    if recorded:
+        return recorded.pop()
+    lengths = sorted(int(m[1]) for d in runs.glob("*_*") if d.is_dir()
+                     and (m := re.fullmatch(r"(?:sparse|dense)_(\d+)", d.name)))
+    return str(lengths[0]) if lengths else None
+
+
 def longer_lengths(runs: Path, iters: str) -> list[str]:
     """The lengths above ``iters`` that ``runs`` holds a sparse or dense sweep of (``sparse_<n>``, ``dense_<n>``),
     shortest first: the tables' default when reproduce.sh's LONG_ITERS is not given, so that its rule lives there

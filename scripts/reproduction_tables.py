@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from regime_tables import lengths_arg, longer_lengths, pick_best, regime_sections
+from regime_tables import chosen_length, lengths_arg, longer_lengths, pick_best, regime_sections
 from tables_common import Sweep, cell, loss_cdf, per_seed, three
 
 # The paper's numbers (../shared/PAPER.md): AP / AP50 / AP75 on COCO minival, R-50-FPN, 600 px
@@ -141,7 +141,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=Path("work_dirs/repro"))
     parser.add_argument("--figures", type=Path, default=None, help="copy the plots into this folder")
-    parser.add_argument("--iters", default="1200", help="the regime runs' length (reproduce.sh's ITERS)")
+    parser.add_argument("--iters", default=None,
+                        help="the length the regime's points were chosen at (reproduce.sh's ITERS, which it passes; "
+                             "default: the length the longer runs' chosen.json records, else the shortest sparse_N "
+                             "or dense_N sweep --runs holds)")
     parser.add_argument("--long-iters", type=lengths_arg, nargs="+", default=None,
                         help="the lengths at which the chosen points train again (reproduce.sh's LONG_ITERS, which "
                              "it passes; default: every longer length --runs holds a sparse_N or dense_N sweep of)")
@@ -157,8 +160,11 @@ def main() -> None:
         print(" ".join(str(i) for i in pick_best(Path(args.pick_best[0]), args.pick_best[1:], args.record)))
         return
     runs = args.runs
-    long_iters = ([n for group in args.long_iters for n in group] if args.long_iters
-                  else longer_lengths(runs, args.iters))
+    iters = args.iters or chosen_length(runs)
+    if args.long_iters:
+        long_iters = [n for group in args.long_iters for n in group]
+    else:
+        long_iters = longer_lengths(runs, iters) if iters else []
     grid, ce, flstar = Sweep(runs / "synth_grid"), Sweep(runs / "synth_ce_alpha"), Sweep(runs / "synth_flstar")
     long, bccd = Sweep(runs / "synth_full"), Sweep(runs / "bccd_losses")
     sections = [
@@ -170,7 +176,8 @@ def main() -> None:
         ("Your own data: BCCD through --data against the shipped BCCD config", own_data(runs)),
         ("Figure 4: loss CDF of the default model", loss_cdf(runs / "loss_cdf" / "loss_cdf.json")),
         ("Table 1e: speed vs accuracy of the default model", speed(runs / "speed_accuracy" / "results.json")),
-    ] + regime_sections(runs, args.iters, long_iters)
+    ] + (regime_sections(runs, iters, long_iters) if iters else [
+        ("The regime the paper studied", [f"no sparse_N or dense_N sweep in {runs}: run scripts/reproduce.sh regime"])])
     for title, lines in sections:
         print(f"### {title}\n")
         print("\n".join(lines) + "\n")
@@ -180,7 +187,7 @@ def main() -> None:
                              (runs / "loss_cdf" / "loss_cdf.png", "loss_cdf_default.png"),
                              (runs / "speed_accuracy" / "speed_accuracy.png", "speed_accuracy_default.png"),
                              *[(runs / f"sparse_loss_cdf_{n}" / "loss_cdf.png", f"loss_cdf_sparse_{n}.png")
-                               for n in [args.iters] + long_iters],
+                               for n in ([iters] if iters else []) + long_iters],
                              (runs / "sparse_prior" / "prior.png", "prior_sparse.png"),
                              (runs / "sparse_prior_sgd" / "prior.png", "prior_sparse_sgd.png")]:
             if source.is_file():

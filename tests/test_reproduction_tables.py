@@ -212,6 +212,45 @@ def test_the_choice_recorded_beside_the_longer_runs_names_their_rows_when_the_sw
     assert "| CE, best alpha (-) | not run |" in longer()
 
 
+def test_without_iters_the_tables_take_the_length_the_longer_runs_record_their_choice_at(tmp_path):
+    """The choice length is reproduce.sh's ITERS alone: called without --iters the tables read it from the longer
+    runs' chosen.json (the archive keeps no choice sweep), else from the shortest sweep folder present."""
+    def tables(runs: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(SCRIPT), "--runs", str(runs)], capture_output=True, text=True)
+
+    empty = tables(tmp_path / "none")
+    assert empty.returncode == 0 and "no sparse_N or dense_N sweep in" in empty.stdout
+
+    points = [_regime_point(0, "CE-a0.5", [0.40, 0.42, 0.44], tmp_path / "l"),
+              _regime_point(2, "FL", [0.50, 0.52, 0.54], tmp_path / "l")]
+    _write_regime(tmp_path, "sparse_6400", points, max_iters=6400)
+    _write_regime(tmp_path, "sparse_3200", points, max_iters=3200)
+    # no record: the shortest folder is the choice length, the others its longer runs
+    out = tables(tmp_path).stdout
+    assert "### Sparse set: 3200 iterations, seeds 0, 1, 2\n" in out
+    assert "(the points chosen at 3200)" in out and "### Differences at 6400 iterations" in out
+    # the record says the points were chosen at 1600 (that sweep is gone): both folders are longer runs
+    choice = {"chosen_on": "gone/sparse_1600", "iters": "1600",
+              "groups": [{"group": ["CE-a0.5", "CE-a0.75", "CE-a0.9"], "chosen": "CE-a0.5", "seed0_AP": {}},
+                         {"group": ["FL"], "chosen": "FL", "seed0_AP": {}}]}
+    for name in ("sparse_3200", "sparse_6400"):
+        (tmp_path / name / "chosen.json").write_text(json.dumps(choice))
+    out = tables(tmp_path).stdout
+    assert "### Sparse set: 3200 iterations, seeds 0, 1, 2 (the points chosen at 1600)" in out
+    assert "### Schedule length: sparse set, 1600, 3200, 6400 iterations" in out
+    assert "| CE, best alpha (CE-a0.5) | not run | 42.0 ± 2.0 | 42.0 ± 2.0 |" in out.split("### Schedule length")[1]
+    # records that disagree: no guess
+    (tmp_path / "sparse_6400" / "chosen.json").write_text(json.dumps({**choice, "iters": "800"}))
+    clash = tables(tmp_path)
+    assert clash.returncode != 0 and "different lengths (800, 1600): pass --iters" in clash.stderr
+    assert "chosen at 1600" in tables_with(tmp_path, "--iters", "1600")
+
+
+def tables_with(runs: Path, *args: str) -> str:
+    return subprocess.run([sys.executable, str(SCRIPT), "--runs", str(runs), *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
 # ---------------------------------------------------------------------------------------------- the runs archive
 
 ARCHIVE = SCRIPT.parent / "archive_runs.py"
