@@ -215,8 +215,8 @@ def test_the_choice_recorded_beside_the_longer_runs_names_their_rows_when_the_sw
 def test_without_iters_the_tables_take_the_length_the_longer_runs_record_their_choice_at(tmp_path):
     """The choice length is reproduce.sh's ITERS alone: called without --iters the tables read it from the longer
     runs' chosen.json (the archive keeps no choice sweep), else from the shortest sweep folder present."""
-    def tables(runs: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(SCRIPT), "--runs", str(runs)], capture_output=True, text=True)
+    def tables(runs: Path, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(SCRIPT), "--runs", str(runs), *args], capture_output=True, text=True)
 
     empty = tables(tmp_path / "none")
     assert empty.returncode == 0 and "no sparse_N or dense_N sweep in" in empty.stdout
@@ -243,12 +243,7 @@ def test_without_iters_the_tables_take_the_length_the_longer_runs_record_their_c
     (tmp_path / "sparse_6400" / "chosen.json").write_text(json.dumps({**choice, "iters": "800"}))
     clash = tables(tmp_path)
     assert clash.returncode != 0 and "different lengths (800, 1600): pass --iters" in clash.stderr
-    assert "chosen at 1600" in tables_with(tmp_path, "--iters", "1600")
-
-
-def tables_with(runs: Path, *args: str) -> str:
-    return subprocess.run([sys.executable, str(SCRIPT), "--runs", str(runs), *args], capture_output=True, text=True,
-                          check=True).stdout
+    assert "chosen at 1600" in tables(tmp_path, "--iters", "1600").stdout
 
 
 # ---------------------------------------------------------------------------------------------- the runs archive
