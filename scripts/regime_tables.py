@@ -335,28 +335,36 @@ def regime_sections(runs: Path, iters: str, long_iters: list[str]) -> list[tuple
     return sections
 
 
+def sweep_lengths(runs: Path) -> dict[int, list[Path]]:
+    """{n: its folders} for each length ``runs`` holds a sparse or dense sweep of (``sparse_<n>``, ``dense_<n>``;
+    not the analyses' ``sparse_loss_cdf_<n>``), shortest first."""
+    found: dict[int, list[Path]] = {}
+    for folder in runs.glob("*_*"):
+        match = re.fullmatch(r"(?:sparse|dense)_(\d+)", folder.name)
+        if match and folder.is_dir():
+            found.setdefault(int(match[1]), []).append(folder)
+    return dict(sorted(found.items()))
+
+
 def chosen_length(runs: Path) -> Optional[str]:
     """The length the regime's points were chosen at (reproduce.sh's ITERS), when the tables are not told it: the
     ``iters`` that the longer runs' CHOICE_FILEs record (pick_best writes it), else the shortest sparse_N or dense_N
     sweep ``runs`` holds; None if it holds neither. An error if the records disagree."""
-    recorded = {json.loads(f.read_text())["iters"] for f in runs.glob(f"*_*/{CHOICE_FILE}")
-                if re.fullmatch(r"(?:sparse|dense)_\d+", f.parent.name)}
+    lengths = sweep_lengths(runs)
+    recorded = {json.loads((folder / CHOICE_FILE).read_text())["iters"]
+                for folders in lengths.values() for folder in folders if (folder / CHOICE_FILE).is_file()}
     if len(recorded) > 1:
         sys.exit(f"reproduction_tables: the {CHOICE_FILE} files in {runs} record points chosen at different lengths "
                  f"({', '.join(sorted(recorded, key=int))}): pass --iters")
     if recorded:
         return recorded.pop()
-    lengths = sorted(int(m[1]) for d in runs.glob("*_*") if d.is_dir()
-                     and (m := re.fullmatch(r"(?:sparse|dense)_(\d+)", d.name)))
-    return str(lengths[0]) if lengths else None
+    return str(next(iter(lengths))) if lengths else None
 
 
 def longer_lengths(runs: Path, iters: str) -> list[str]:
-    """The lengths above ``iters`` that ``runs`` holds a sparse or dense sweep of (``sparse_<n>``, ``dense_<n>``),
-    shortest first: the tables' default when reproduce.sh's LONG_ITERS is not given, so that its rule lives there
-    alone."""
-    names = (re.fullmatch(r"(?:sparse|dense)_(\d+)", d.name) for d in runs.glob("*_*") if d.is_dir())
-    return sorted({m[1] for m in names if m and int(m[1]) > int(iters)}, key=int)
+    """The lengths above ``iters`` that ``runs`` holds a sparse or dense sweep of, shortest first: the tables' default
+    when reproduce.sh's LONG_ITERS is not given, so that its rule lives there alone."""
+    return [str(n) for n in sweep_lengths(runs) if n > int(iters)]
 
 
 def lengths_arg(text: str) -> list[str]:
