@@ -18,7 +18,7 @@ def export_table(result: Any) -> Any:
     prep = meta.preprocess
     fixed = meta.fixed_hw
     rows = [["file", f"{result.onnx_file} ({result.size_bytes / 1e6:.1f} MB)"],
-            ["from", f"{result.checkpoint.name} ({result.config.name})"],
+            ["from", f"{result.checkpoint.name} ({result.config.name if result.config else 'its stored config'})"],
             ["input", f"image (1, 3, {fixed[0]}, {fixed[1]}) float32" if fixed else
              "image (1, 3, H, W) float32, any H x W (padded inside to a multiple of "
              f"{prep['size_divisor']})"],

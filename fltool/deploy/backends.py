@@ -54,12 +54,13 @@ def read_meta(onnx_file: Union[str, Path]) -> Any:
                               "give the .onnx file fltool export wrote") from None
     try:
         return DeployMeta.from_props({p.key: p.value for p in model.metadata_props}, str(path))
-    except MetadataError as exc:
-        raise CheckpointError(f"{exc}: it was not written by fltool export",
-                              "export the checkpoint with fltool export") from None
+    except MetadataError as exc:  # none, another version's, or malformed (the message names the key and value)
+        raise CheckpointError(f"{exc}: it was not written by fltool export (or was changed since)",
+                              "export the checkpoint (again) with fltool export") from None
 
 
-def onnx_file_for(checkpoint: Path, *, out_dir: Path, config: str, cfg_options: Any = None, trust: bool = False,
+def onnx_file_for(checkpoint: Path, *, out_dir: Path, config: Optional[str], cfg_options: Any = None,
+                  trust: bool = False,
                   progress: ProgressFn = _noop, notes: Optional[list] = None) -> Path:
     """The ONNX file that runs ``checkpoint``: an .onnx as it is; a .pth exported first (any input size, no check)
     into ``out_dir/<checkpoint stem>.onnx``, with a note saying so."""

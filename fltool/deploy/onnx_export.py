@@ -43,7 +43,7 @@ class ExportOptions:
 @dataclass
 class ExportResult:
     onnx_file: Path
-    config: Path
+    config: Optional[Path]  # None: the config stored in the checkpoint
     checkpoint: Path
     meta: Any  # DeployMeta
     size_bytes: int
@@ -137,6 +137,10 @@ def export_model(model: Any, cfg: Any, out: Path, *, classes: Sequence[str], img
     if img_size is not None and (len(img_size) != 2 or min(img_size) < 32):
         raise ConfigError(f"--img-size {' '.join(map(str, img_size))} is not a height and width of 32 px or more",
                           "give two numbers, e.g. --img-size 256 256")
+    if img_size is not None:
+        from fltool.engine.datasource import check_input_size
+
+        check_input_size(img_size, f"--img-size {' '.join(map(str, img_size))}")
     wrapper = exportable(model.cpu().float().eval())
     if img_size is None:
         w, h = _test_resize(cfg)["scale"]  # any size traces the same graph; the config's is a natural one
@@ -206,7 +210,7 @@ def export_onnx(opts: ExportOptions, progress: ProgressFn = _noop) -> ExportResu
 
     progress(ProgressEvent("stage", "loading config"))
     logs = Path(tempfile.mkdtemp(prefix="fltool-export-"))
-    cfg = prepare_eval_config(EvalOptions(config=str(run.config), checkpoint=run.checkpoint, work_dir=logs,
+    cfg = prepare_eval_config(EvalOptions(config=run.config_spec, checkpoint=run.checkpoint, work_dir=logs,
                                           cfg_options=opts.cfg_options, num_images=opts.check_images), progress)
     if opts.img_size is not None:  # the check runs the images at the size the file takes
         _set_test_scale(cfg, (int(opts.img_size[1]), int(opts.img_size[0])))
@@ -229,7 +233,8 @@ def export_onnx(opts: ExportOptions, progress: ProgressFn = _noop) -> ExportResu
         progress(ProgressEvent("stage", f"exporting to {out.name}"))
         t0 = time.time()
         meta = export_model(model, cfg, out, classes=classes, img_size=opts.img_size, opset=opts.opset,
-                            source={"config": run.config.name, "checkpoint": run.checkpoint.name})
+                            source={"config": run.config.name if run.config else None,
+                                    "checkpoint": run.checkpoint.name})
         export_s = time.time() - t0
         report = None
         if opts.check:
@@ -239,7 +244,7 @@ def export_onnx(opts: ExportOptions, progress: ProgressFn = _noop) -> ExportResu
     result = ExportResult(out, run.config, run.checkpoint, meta, out.stat().st_size, export_s, report,
                           notes + [f"MMEngine's logs of the check in {logs}"])
     write_json(result.report_file, {
-        "onnx_file": str(out), "config": str(run.config), "checkpoint": str(run.checkpoint),
+        "onnx_file": str(out), "config": str(run.config) if run.config else None, "checkpoint": str(run.checkpoint),
         "size_bytes": result.size_bytes, "export_s": round(export_s, 2), "wall_s": round(time.time() - start, 1),
         "metadata": asdict(meta), "check": report.as_dict() if report is not None else None})
     return result

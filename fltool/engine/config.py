@@ -157,14 +157,24 @@ def validate_cfg_options(cfg: Any, options: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
-def load_config(spec: str | os.PathLike, cfg_options: Optional[Sequence[str] | dict] = None,
+def load_config(spec: Any, cfg_options: Optional[Sequence[str] | dict] = None,
                 work_dir: Optional[str | os.PathLike] = None):
-    """Resolve, load (``lazy_import=False``), override and place a config. Returns an ``mmengine.Config``."""
+    """Resolve, load (``lazy_import=False``), override and place a config. Returns an ``mmengine.Config``.
+
+    ``spec`` is a path or a shipped config's name (the file is run, as MMEngine runs configs: the user named it),
+    or an ``mmengine.Config`` already read (a copy is overridden and placed; see :mod:`fltool.engine.config_data`
+    for configs fltool finds on its own and reads as data).
+    """
     from fltool import compat
 
     compat.apply()
+    import copy
+
     from mmengine.config import Config
 
+    if isinstance(spec, Config):
+        cfg = copy.deepcopy(spec)
+        return _override_and_place(cfg, Path(cfg.filename or "config.py"), cfg_options, work_dir)
     path = resolve_config(spec)
     try:
         cfg = Config.fromfile(str(path), lazy_import=False)
@@ -175,7 +185,11 @@ def load_config(spec: str | os.PathLike, cfg_options: Optional[Sequence[str] | d
                           "check its _base_ entries") from None
     except (KeyError, ImportError, ModuleNotFoundError, ValueError, TypeError, AttributeError) as exc:
         raise ConfigError(f"cannot load config {path}: {type(exc).__name__}: {exc}") from None
+    return _override_and_place(cfg, path, cfg_options, work_dir)
 
+
+def _override_and_place(cfg: Any, path: Path, cfg_options: Optional[Sequence[str] | dict],
+                        work_dir: Optional[str | os.PathLike]) -> Any:
     options = cfg_options if isinstance(cfg_options, dict) else parse_cfg_options(cfg_options)
     if options:
         cfg.merge_from_dict(validate_cfg_options(cfg, options))

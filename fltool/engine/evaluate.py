@@ -17,7 +17,7 @@ from fltool.errors import CheckpointError, ConfigError, DataError
 
 @dataclass
 class EvalOptions:
-    config: str
+    config: Any  # a config file or shipped config's name, or an mmengine Config already read (fltool.engine.config)
     checkpoint: Path
     work_dir: Optional[Path] = None
     cfg_options: Union[Sequence[str], dict, None] = None
@@ -77,7 +77,8 @@ def prepare_eval_config(opts: EvalOptions, progress: ProgressFn = rn._noop) -> A
     compat.apply()
     cfg = load_config(opts.config, opts.cfg_options, opts.work_dir)
     if cfg.get("test_dataloader") is None or cfg.get("test_evaluator") is None:
-        raise ConfigError(f"config {opts.config} has no test_dataloader/test_evaluator", "use a config with a test set")
+        name = Path(cfg.filename).name if cfg.filename else "given"
+        raise ConfigError(f"config {name} has no test_dataloader/test_evaluator", "use a config with a test set")
     rn.resolve_embedded_dataset(cfg, progress)
     if opts.ann_file is not None:
         _point_test_set_at(cfg, Path(opts.ann_file), Path(opts.img_dir) if opts.img_dir else None)

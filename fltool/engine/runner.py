@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import logging
 import os
 import time
@@ -58,7 +59,8 @@ def _walk(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
             yield from _walk(value, f"{path}.{i}" if path else str(i))
 
 
-def _registry_names() -> set[str]:
+def registry_names() -> set[str]:
+    """Every type name registered in MMDetection's and MMEngine's registries (fltool's plugins included)."""
     import mmdet.registry as det_registry
     import mmengine.registry as engine_registry
     from mmengine.registry import Registry
@@ -77,7 +79,7 @@ def _registry_names() -> set[str]:
 
 def unknown_types(cfg: Any) -> list[tuple[str, str, Optional[str]]]:
     """Every ``type`` string in ``cfg`` that no registry knows: (key path, type, nearest valid name or None)."""
-    names = _registry_names()
+    names = registry_names()
     found = []
     for path, node in _walk(cfg._cfg_dict.to_dict() if hasattr(cfg, "_cfg_dict") else cfg):
         if not isinstance(node, dict) or not isinstance(node.get("type"), str):
@@ -165,14 +167,19 @@ def harden(cfg: Any) -> None:
     cfg.custom_hooks = hooks
 
 
+def innermost_dataset(cfg: Any, split: str) -> Any:
+    """The dataset dict of ``{split}_dataloader`` inside its RepeatDataset/ClassBalancedDataset wrappers (a dict, empty
+    where the config has none)."""
+    loader = cfg.get(f"{split}_dataloader")
+    dataset = (loader or {}).get("dataset") or {}
+    while "dataset" in dataset and "ann_file" not in dataset:
+        dataset = dataset["dataset"]
+    return dataset
+
+
 def dataset_paths(cfg: Any, split: str) -> tuple[Optional[Path], Optional[Path]]:
     """(annotation file, image folder) of ``{split}_dataloader`` for COCO-style datasets, else (None, None)."""
-    loader = cfg.get(f"{split}_dataloader")
-    if not loader:
-        return None, None
-    dataset = loader.get("dataset", {})
-    while "dataset" in dataset and "ann_file" not in dataset:  # RepeatDataset/ClassBalancedDataset wrappers
-        dataset = dataset["dataset"]
+    dataset = innermost_dataset(cfg, split)
     ann = dataset.get("ann_file")
     if not ann:
         return None, None
@@ -230,14 +237,35 @@ def isolate_run(cfg: Any) -> None:
         cfg.visualizer["name"] = f"{cfg.visualizer.get('name', 'visualizer')}_{run_id}"
 
 
-def build_runner(cfg: Any) -> Any:
-    """``Runner.from_cfg`` with MMEngine/MMDetection's exceptions turned into fltool errors."""
+@functools.lru_cache(maxsize=None)
+def runner_class() -> Any:
+    """MMEngine's Runner, with one change: the config it dumps into the work dir is written by
+    :func:`fltool.engine.config_data.config_text`, so that MMEngine reads it back to the same values (its own dump
+    keeps ``{{ ... }}`` inside strings, which ``Config.fromfile`` then rewrites: a class named ``{{ fileDirname }}``
+    came back as a folder name)."""
+    from mmengine.dist import master_only
     from mmengine.runner import Runner
 
+    from fltool.engine.config_data import config_text
+    from fltool.fileio import write_text
+
+    class FltoolRunner(Runner):
+        @master_only
+        def dump_config(self) -> None:
+            name = os.path.basename(self.cfg.filename) if self.cfg.filename else f"{self.timestamp}.py"
+            if not name.endswith(".py"):  # a JSON/YAML config is dumped in its own format
+                return super().dump_config()
+            write_text(os.path.join(self.work_dir, name), config_text(self.cfg))
+
+    return FltoolRunner
+
+
+def build_runner(cfg: Any) -> Any:
+    """``Runner.from_cfg`` (:func:`runner_class`) with MMEngine/MMDetection's exceptions turned into fltool errors."""
     check_types(cfg)
     isolate_run(cfg)
     with translate_errors():
-        return Runner.from_cfg(cfg)
+        return runner_class().from_cfg(cfg)
 
 
 @contextlib.contextmanager
