@@ -20,6 +20,10 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename in (None, str(tmp)):  # name the file the user asked for, not the temporary sibling
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -27,6 +31,14 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
 def write_text(path: PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+    return Path(path)
+
+
+def write_bytes(path: PathLike, data: bytes) -> Path:
+    """``data`` to ``path`` through :func:`atomic_path`: a full disk leaves the old file or none, never a truncated
+    one under the final name."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return Path(path)
 
 

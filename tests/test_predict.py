@@ -136,7 +136,8 @@ def test_a_checkpoint_alone_takes_its_config_from_its_meta(tiny_run, tmp_path):
     alone = tmp_path / "alone.pth"
     shutil.copy(tiny_run.work_dir / "iter_4.pth", alone)
     run = resolve_run(alone)
-    assert run.config_source == "checkpoint meta" and "FocalRetinaHead" in run.config.read_text()
+    assert run.config_source == "checkpoint meta" and run.config is None  # read as data: no file written anywhere
+    assert run.cfg.model.bbox_head.type == "FocalRetinaHead"
     predicted = runner.invoke(app, ["predict", str(alone), str(next(Path(tiny_run.work_dir).glob("*.py"))),
                                     "--out-dir", str(tmp_path / "out")])
     assert "could not be read" in predicted.stderr  # a .py is no image: named; the model itself loaded
@@ -150,3 +151,189 @@ def test_what_is_not_a_run_is_named(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(CheckpointError, match="is not a checkpoint"):
         resolve_run(tmp_path / "notes.txt")
+
+
+# --- predict replaces no file it did not write (security review) ---------------------------------------------------
+
+def _copies(folder: Path, paths: list, names: tuple) -> Path:
+    """``folder`` holding copies of val images under ``names`` (``.png``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for src, name in zip(paths, names):
+        shutil.copy(src, folder / f"{name}.png")
+    return folder
+
+
+def _tree(folder: Path) -> dict:
+    """{relative path: bytes} of every file under ``folder``: what a refused run must leave as it was."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _errors(result) -> list:
+    return [ln for ln in result.stderr.splitlines() if ln.startswith("fltool: error:")]
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading the model fails the test: a refusal must come before it (and before anything is written)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output folder was checked")
+
+    monkeypatch.setattr("fltool.engine.predict.load_model", refuse)
+
+
+def test_an_out_dir_that_is_an_input_folder_or_holds_an_input_is_refused_before_loading(tiny_run, val_images,
+                                                                                         tmp_path, no_model):
+    photos = _copies(tmp_path / "photos", val_images[1], ("a", "b"))
+    (tmp_path / "link").symlink_to(photos, target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
+    shutil.move(str(photos / "b.png"), tmp_path / "elsewhere" / "b.png")
+    (photos / "b.png").symlink_to(tmp_path / "elsewhere" / "b.png")  # a link in the folder: still an input there
+    before = _tree(tmp_path)
+    folder, file = "predict would write over its files", "predict would write over the inputs"
+    cases = [(photos, photos, f"--out-dir {photos} is the input folder {photos}: {folder}"),
+             (photos, tmp_path / "link", f"--out-dir {tmp_path / 'link'} is the input folder {photos}: {folder}"),
+             (photos / "a.png", tmp_path, f"--out-dir {tmp_path} holds the input file {photos / 'a.png'}: {file}"),
+             (photos / "b.png", photos, f"--out-dir {photos} holds the input file {photos / 'b.png'}: {file}")]
+    for given, out, message in cases:
+        result = runner.invoke(app, ["predict", str(tiny_run.work_dir), str(given), "--out-dir", str(out)])
+        assert result.exit_code == 1 and _errors(result) == [
+            f"fltool: error: {message}; choose another --out-dir, outside the input folders"], result.stderr
+    assert _tree(tmp_path) == before
+
+
+def test_an_out_dir_at_a_yolo_dataset_root_is_refused_and_its_ground_truth_kept(tiny_run, val_images, tmp_path,
+                                                                                 no_model):
+    root = _copies(tmp_path / "yolo" / "images", val_images[1], ("a", "b")).parent
+    (root / "labels").mkdir()
+    for name in ("a", "b"):
+        (root / "labels" / f"{name}.txt").write_text("0 0.5 0.5 0.2 0.2\n")  # ground truth, same stems as outputs
+    (root / "data.yaml").write_text("path: .\ntrain: images\nval: images\nnames:\n  0: circle\n")
+    elsewhere = _copies(tmp_path / "new", val_images[1], ("a", "b"))
+    before = _tree(root)
+    result = runner.invoke(app, ["predict", str(tiny_run.work_dir), str(root / "images"), "--out-dir", str(root)])
+    assert result.exit_code == 1 and _errors(result) == [
+        f"fltool: error: --out-dir {root} holds the input file {root / 'images' / 'a.png'}: predict would write over "
+        "the inputs; choose another --out-dir, outside the input folders"], result.stderr
+    result = runner.invoke(app, ["predict", str(tiny_run.work_dir), str(elsewhere), "--out-dir", str(root)])
+    assert result.exit_code == 1 and _errors(result) == [
+        f"fltool: error: --out-dir {root} holds files fltool did not write; give a new or empty --out-dir"], \
+        result.stderr
+    assert _tree(root) == before
+
+
+def test_an_existing_out_dir_is_reused_only_when_predict_wrote_it_and_only_its_files_are_replaced(tiny_run,
+                                                                                                  val_images,
+                                                                                                  tmp_path):
+    photos = _copies(tmp_path / "photos", val_images[1], ("a", "b"))
+    out = photos / "out"  # inside the input folder: it is not read back as input on the second run
+    args = ["predict", str(tiny_run.work_dir), str(photos), "--out-dir", str(out)]
+    for _ in range(2):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "summary.json").read_text())["images"] == 2
+    manifest = json.loads((out / ".fltool-predict.json").read_text())
+    assert manifest["files"] == sorted(["a.png", "b.png", "labels/a.txt", "labels/b.txt", "detections.json",
+                                        "detections.csv", "summary.json"])
+    shutil.copy(val_images[1][2], photos / "c.png")
+    (out / "labels" / "c.txt").write_text("mine\n")  # a file of the user's where predict would write c's labels
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and _errors(result) == [
+        f"fltool: error: refusing to replace {out / 'labels' / 'c.txt'}: fltool predict did not write it (it is not "
+        f"listed in {out / '.fltool-predict.json'}); give a new or empty --out-dir"], result.stderr
+    assert (out / "labels" / "c.txt").read_text() == "mine\n"
+
+
+def test_the_default_out_dir_is_new_each_run_and_earlier_outputs_are_never_inputs(tiny_run, val_images, tmp_path,
+                                                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _copies(tmp_path, val_images[1], ("a",))
+    base = Path("work_dirs") / f"predict_{Path(tiny_run.work_dir).resolve().name}"
+    outs = [base, base.with_name(f"{base.name}_2"), base.with_name(f"{base.name}_3")]
+    first = None
+    for out, inputs in zip(outs, [".", ".", "**/*.png"]):
+        result = runner.invoke(app, ["predict", str(tiny_run.work_dir), inputs])
+        assert result.exit_code == 0, result.output
+        assert f"output:     {out}\n" in result.stdout
+        assert json.loads((out / "summary.json").read_text())["images"] == 1  # a.png, not an earlier drawing
+        first = first or _tree(base)
+    assert _tree(base) == first  # the later runs left the first one's outputs as they were
+
+
+def test_a_video_frame_never_takes_the_name_of_an_image(tmp_path):
+    import cv2
+
+    from fltool.engine.predict_inputs import expand, frames
+
+    (tmp_path / "clip_f000000.png").write_bytes(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (16, 16))
+    for _ in range(2):
+        writer.write(np.zeros((16, 16, 3), np.uint8))
+    writer.release()
+    sources, failed = expand([str(tmp_path)])
+    assert not failed and {s.kind: s.name for s in sources} == {"image": "clip_f000000", "video": "clip_2"}
+    names = [f.name for f in frames(sources, 1, failed)]
+    assert sorted(names) == ["clip_2_f000000", "clip_2_f000001", "clip_f000000"] and len(set(names)) == 3
+
+
+@pytest.mark.parametrize("victim", ["a.png", "labels/a.txt", "detections.csv", "detections.json"])
+def test_a_full_disk_leaves_no_truncated_file_and_is_a_clean_error(tiny_run, val_images, tmp_path, monkeypatch,
+                                                                     victim):
+    import errno
+    import pathlib
+
+    photos = _copies(tmp_path / "photos", val_images[1], ("a",))
+    out = tmp_path / "out"
+    name = Path(victim).name
+
+    def full_disk(original):
+        def write(self, data, *args, **kwargs):
+            if name not in self.name:
+                return original(self, data, *args, **kwargs)
+            original(self, data[:len(data) // 2], *args, **kwargs)  # half written, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return write
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full_disk(pathlib.Path.write_bytes))
+    monkeypatch.setattr(pathlib.Path, "write_text", full_disk(pathlib.Path.write_text))
+    result = runner.invoke(app, ["predict", str(tiny_run.work_dir), str(photos), "--out-dir", str(out)])
+    assert result.exit_code == 1 and _errors(result) == [
+        f"fltool: error: cannot write {out / victim}: No space left on device; free some disk space, or give an "
+        "--out-dir on another disk"], result.stderr
+    assert not (out / victim).exists() and not [p for p in out.rglob("*") if p.name.endswith(".partial")]
+    listed = json.loads((out / ".fltool-predict.json").read_text())["files"]
+    assert victim not in listed and all((out / rel).is_file() for rel in listed)  # what was written is listed
+
+
+def test_a_read_only_out_dir_is_a_clean_error_not_an_internal_one(tiny_run, val_images, tmp_path, monkeypatch):
+    import errno
+    import os
+    import pathlib
+
+    photos = _copies(tmp_path / "photos", val_images[1], ("a",))
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        (out / "probe").touch()
+    except PermissionError:
+        pass
+    else:  # root: chmod does not stop writes, so the file system's refusal is simulated where predict writes
+        (out / "probe").unlink()
+
+        def refused(original, always: bool):
+            def call(self, *args, **kwargs):
+                writes = always or any(m in str(args[:1] or kwargs.get("mode", "r")) for m in "wax+")
+                if writes and out in self.parents and not self.exists():
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+                return original(self, *args, **kwargs)
+            return call
+
+        monkeypatch.setattr(pathlib.Path, "mkdir", refused(pathlib.Path.mkdir, True))
+        monkeypatch.setattr(pathlib.Path, "open", refused(pathlib.Path.open, False))
+    try:
+        result = runner.invoke(app, ["predict", str(tiny_run.work_dir), str(photos), "--out-dir", str(out)])
+    finally:
+        out.chmod(0o755)
+    assert result.exit_code == 1 and _errors(result) == [
+        f"fltool: error: cannot write {out / 'labels'}: Permission denied; give an --out-dir you can write to"], \
+        result.stderr

@@ -25,7 +25,9 @@ def register(app: typer.Typer) -> None:
                                                          "('imgs/*.jpg') and videos OpenCV can read.",
                                                     show_default=False)],
         out_dir: Annotated[Optional[Path], typer.Option(
-            "--out-dir", help="Output folder (default: work_dirs/predict_<run folder name>).")] = None,
+            "--out-dir", help="Output folder: new, empty, or an earlier fltool predict's (only the files it wrote "
+                              "are replaced); never an input folder (default: a new work_dirs/predict_<run folder "
+                              "name>, _2, _3, ...).")] = None,
         score_thr: Annotated[float, typer.Option("--score-thr", min=0.0, max=1.0,
                                                  help="Keep detections with at least this score.")] = 0.3,
         batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")] = 1,
@@ -52,7 +54,9 @@ def register(app: typer.Typer) -> None:
 
         Output folder: <name>.jpg (boxes, class, score drawn), labels/<name>.txt (class x_center y_center width
         height score, normalised), detections.csv (pixels), detections.json (COCO results for all inputs),
-        summary.json. A file that cannot be read is named and skipped; the exit code is then 1.
+        summary.json, .fltool-predict.json (the files predict wrote: a later run may replace those, and no
+        other; folders holding it are not read as inputs). A file that cannot be read is named and skipped; the
+        exit code is then 1.
         """
         from fltool.engine.predict import PredictOptions, predict as run_predict
 

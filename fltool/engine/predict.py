@@ -9,6 +9,10 @@ The steps are kept apart so that another backend can take the model's place:
   pixels: ``backend(inputs, data_samples) -> [(bboxes, scores, labels), ...]``;
 - :mod:`fltool.engine.predict_output` writes drawings, label files, CSV and COCO-results JSON.
 
+Predict replaces no file it did not write: an output folder that is an input folder or holds an input file is
+refused (:func:`~fltool.engine.predict_inputs.check_apart`), an existing one must be empty or an earlier predict's
+(:func:`~fltool.engine.predict_output.earlier_outputs`), and the default one is always new.
+
 ``backend='pytorch'``: the config and checkpoint come from the work dir or checkpoint given
 (:func:`fltool.engine.workdir.resolve_run`), the class names from the checkpoint
 (:func:`~fltool.engine.workdir.checkpoint_classes`); the weights are loaded strictly, and the config's test pipeline
@@ -21,6 +25,8 @@ metadata gives the classes and the preprocessing (resize, normalisation, channel
 """
 from __future__ import annotations
 
+import itertools
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +34,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from fltool.engine.predict_inputs import Frame, count, expand, frames
-from fltool.engine.predict_output import ImageDetections, OutputWriter
+from fltool.engine.predict_inputs import Frame, Source, check_apart, count, expand, frames
+from fltool.engine.predict_output import ImageDetections, OutputWriter, cannot_write, earlier_outputs
 from fltool.engine.runner import ProgressEvent, ProgressFn, _noop
 from fltool.errors import CheckpointError, ConfigError, DataError
 
@@ -155,14 +161,15 @@ def _device(name: str) -> str:
     return name
 
 
-def load_model(opts: PredictOptions, out_dir: Path, progress: ProgressFn = _noop) -> LoadedModel:
+def load_model(opts: PredictOptions, out_dir: Path, progress: ProgressFn = _noop,
+               replaceable: Optional[set] = None) -> LoadedModel:
     """The model ``opts.target`` names, on ``opts.backend`` (a checkpoint exported for ONNX Runtime goes into
-    ``out_dir``)."""
+    ``out_dir``, replacing there only a file named in ``replaceable``: an earlier predict's)."""
     from fltool.deploy.backends import check_backend, check_checkpoint_for
 
     check_checkpoint_for(check_backend(opts.backend), Path(opts.target))
     if opts.backend == "onnxruntime":
-        return _load_onnx(opts, out_dir, progress)
+        return _load_onnx(opts, out_dir, progress, replaceable or set())
     return _load_torch(opts, progress)
 
 
@@ -179,8 +186,8 @@ def _load_torch(opts: PredictOptions, progress: ProgressFn) -> LoadedModel:
 
     compat.apply()
     run = resolve_run(Path(opts.target), opts.config, opts.trust_checkpoint)
-    progress(ProgressEvent("stage", f"loading {run.checkpoint.name} (config: {run.config.name})"))
-    cfg = load_config(run.config)
+    progress(ProgressEvent("stage", f"loading {run.checkpoint.name} (config: {run.config_name})"))
+    cfg = load_config(run.config_spec)
     rn.harden(cfg)
     rn.check_types(cfg)
     from mmdet.registry import MODELS
@@ -204,13 +211,13 @@ def _load_torch(opts: PredictOptions, progress: ProgressFn) -> LoadedModel:
                        torch.get_num_threads())
 
 
-def _load_onnx(opts: PredictOptions, out_dir: Path, progress: ProgressFn) -> LoadedModel:
+def _load_onnx(opts: PredictOptions, out_dir: Path, progress: ProgressFn, replaceable: set) -> LoadedModel:
     """An exported file in ``OnnxRuntimeDetector`` (see the module docstring)."""
     from fltool import compat
     from fltool.deploy.backends import check_meta_fits, meta_inputs, onnx_file_for, read_meta
-    from fltool.engine.config import load_config, resolve_config
+    from fltool.engine.config import load_config
     from fltool.engine.datasource import config_classes
-    from fltool.engine.workdir import resolve_run
+    from fltool.engine.workdir import onnx_config, resolve_run
 
     if opts.device != "cpu":
         raise ConfigError(f"--device {opts.device}: the onnxruntime backend runs on the CPU",
@@ -220,18 +227,21 @@ def _load_onnx(opts: PredictOptions, out_dir: Path, progress: ProgressFn) -> Loa
     if target.suffix == ".onnx":
         checkpoint = onnx_file = target.resolve()
         meta = read_meta(onnx_file)
-        named = onnx_file.parent / str(meta.source.get("config") or "")  # fltool export's work dir: config beside
-        config = resolve_config(opts.config) if opts.config else (named if named.suffix == ".py" and named.is_file()
-                                                                  else None)
+        run = onnx_config(onnx_file, opts.config, meta.source.get("config"), opts.trust_checkpoint, notes)
+        config = run.config if run is not None else None
     else:
         run = resolve_run(target, opts.config, opts.trust_checkpoint)
         checkpoint, config = run.checkpoint, run.config
-        onnx_file = onnx_file_for(run.checkpoint, out_dir=out_dir, config=str(run.config),
+        for name in (f"{checkpoint.stem}.onnx", f"{checkpoint.stem}.json"):  # what the export writes
+            if (out_dir / name).exists() and name not in replaceable:
+                raise DataError(f"refusing to replace {out_dir / name}: fltool predict did not write it",
+                                "give a new or empty --out-dir")
+        onnx_file = onnx_file_for(run.checkpoint, out_dir=out_dir, config=opts.config,
                                   trust=opts.trust_checkpoint, progress=progress, notes=notes)
         meta = read_meta(onnx_file)
     cfg = None
-    if config is not None:
-        cfg = load_config(config)
+    if run is not None:
+        cfg = load_config(run.config_spec)
         check_meta_fits(meta, onnx_file, config_classes(cfg), cfg.model.get("data_preprocessor") or {})
     pipeline, data_preprocessor = meta_inputs(meta)
     progress(ProgressEvent("stage", f"loading {onnx_file.name} in ONNX Runtime"))
@@ -246,9 +256,34 @@ def _load_onnx(opts: PredictOptions, out_dir: Path, progress: ProgressFn) -> Loa
 
 
 def _default_out_dir(target: Path) -> Path:
-    """work_dirs/predict_<run folder name> (the work dir given, or the folder of the file given)."""
+    """A new folder work_dirs/predict_<run folder name> (the work dir given, or the folder of the file given), or
+    when that exists predict_<name>_2, _3, ... (as Ultralytics numbers predict, predict2): two runs never mix or
+    replace each other's outputs. It is created here, so that a run started beside this one takes the next."""
     target = Path(target).resolve()
-    return Path("work_dirs") / f"predict_{(target if target.is_dir() else target.parent).name}"
+    base = Path("work_dirs") / f"predict_{(target if target.is_dir() else target.parent).name}"
+    for n in itertools.count(1):
+        out = base if n == 1 else base.with_name(f"{base.name}_{n}")
+        try:
+            out.mkdir(parents=True)
+            return out
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise cannot_write(out, exc) from exc
+    raise AssertionError("unreachable")
+
+
+def _output_folder(opts: PredictOptions, sources: Sequence[Source]) -> tuple[Path, set, list]:
+    """(the output folder, the files in it an earlier predict wrote, which this run may replace, the folders made
+    here: removed again if the run stops before writing into them). The refusals come before the model is loaded
+    or anything is written."""
+    if opts.out_dir is None:
+        made = [] if Path("work_dirs").is_dir() else [Path("work_dirs")]
+        out_dir = _default_out_dir(opts.target)
+        return out_dir, set(), [out_dir, *made]
+    out_dir = Path(opts.out_dir).expanduser()
+    check_apart(out_dir, opts.inputs, sources)
+    return out_dir, earlier_outputs(out_dir), []
 
 
 def _colours(cfg: Any, n: int) -> list:
@@ -275,22 +310,52 @@ def _class_filter(classes: tuple, wanted: Optional[Sequence[str]]) -> Optional[n
 
 def predict(opts: PredictOptions, progress: ProgressFn = _noop, backend: Optional[Backend] = None) -> PredictResult:
     """Run the model over the inputs and write the outputs (see the module docstring)."""
-    import torch
-
-    from fltool.fileio import cpu_name
-
     if opts.batch_size < 1 or opts.stride < 1:
         raise ConfigError("--batch-size and --stride must be at least 1")
-    sources, failed = expand(opts.inputs)
+    sources, failed = expand(opts.inputs, Path(opts.out_dir).expanduser() if opts.out_dir else None)
     if not sources:
         first = failed[0] if failed else ("", "no input given")
         raise DataError(f"nothing to predict on: {first[0]}: {first[1]}", "give image files, folders, globs or "
                                                                           "videos")
-    out_dir = Path(opts.out_dir) if opts.out_dir else _default_out_dir(opts.target)
-    loaded = load_model(opts, out_dir, progress)
+    out_dir, replaceable, made = _output_folder(opts, sources)
+    try:
+        return _predict_into(out_dir, replaceable, opts, sources, failed, progress, backend)
+    except BaseException:
+        for folder in made:  # made for this run and left empty (e.g. the model did not load): not kept
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
+        raise
+
+
+def _predict_into(out_dir: Path, replaceable: set, opts: PredictOptions, sources: Sequence[Source], failed: list,
+                  progress: ProgressFn, backend: Optional[Backend]) -> PredictResult:
+    """:func:`predict` once its output folder is settled; what was written so far is listed in the folder's
+    manifest whatever stops the run."""
+    loaded = load_model(opts, out_dir, progress, replaceable)
     classes = loaded.classes
     keep = _class_filter(classes, opts.classes)
-    writer = OutputWriter(out_dir, classes, _colours(loaded.cfg, len(classes)), opts.draw)
+    writer = OutputWriter(out_dir, classes, _colours(loaded.cfg, len(classes)), opts.draw, replaceable)
+    if loaded.onnx_file is not None:  # a checkpoint exported into the folder for ONNX Runtime, and its report
+        writer.adopt(loaded.onnx_file)
+        writer.adopt(loaded.onnx_file.with_suffix(".json"))
+    try:
+        return _predict_all(writer, loaded, keep, opts, sources, failed, progress, backend)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _predict_all(writer: OutputWriter, loaded: LoadedModel, keep: Optional[np.ndarray], opts: PredictOptions,
+                 sources: Sequence[Source], failed: list, progress: ProgressFn, backend: Optional[Backend]
+                 ) -> PredictResult:
+    """Every frame through the preprocessor and the backend into ``writer``; the summary last."""
+    import torch
+
+    from fltool.fileio import cpu_name
+
+    classes, out_dir = loaded.classes, writer.out_dir
     pre = Preprocessor(loaded.pipeline, loaded.model.data_preprocessor)
     backend = backend or ModelBackend(loaded.model)
     total = count(sources, opts.stride)
@@ -329,7 +394,7 @@ def predict(opts: PredictOptions, progress: ProgressFn = _noop, backend: Optiona
         try:
             packed, original = pre.item(frame, done + len(pending))
         except Exception as exc:  # noqa: BLE001 - one unreadable input is named and skipped, the rest goes on
-            failed.append((str(frame.source.path), " ".join(str(exc).split())[:160]))
+            failed.append((str(frame.source.path), " ".join(str(exc).split())[:400]))
             continue
         timing["preprocess_s"] += time.perf_counter() - t0
         pending.append((frame, packed, original))
