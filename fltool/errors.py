@@ -49,3 +49,23 @@ class Interrupted(FltoolError):
     def __init__(self, message: str, signum: int, hint: str | None = None):
         super().__init__(message, hint)
         self.exit_code = 128 + signum
+
+
+def from_os_error(exc: OSError) -> FltoolError:
+    """An operating-system fault (a full disk, a read-only folder, a missing file) as one line naming the file and
+    what to do, for the commands' error convention (``fltool: error: what; what to do``)."""
+    import errno
+
+    where = exc.filename if exc.filename is not None else "a file"
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        hint = "free disk space (or write to another disk), then run the command again"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "choose a folder you can write to (--work-dir, --out-dir) or fix the permissions"
+    elif exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        hint = "check the path"
+    else:
+        hint = "check the path, its permissions and the free disk space"
+    return FltoolError(f"cannot use {where}: {reason}", hint)

@@ -41,17 +41,18 @@ fltool sweep retinanet_r18-gn_bccd_320 --work-dir "$RUNS/bccd_losses" \
   --set 'loss=CE-a0.25,CE-a0.75,FL-g1-a0.25,FL,FL*,FL*-g4-b0' --seeds 0,1 --max-iters 1000
 
 # Your own data (README): BCCD through --data, without a config file, against the shipped BCCD config, same length
-# (2,000 of both recipes' 4,000 iterations: 27 epochs of BCCD's 292 train images)
+# (2,000 of both recipes' 4,000 iterations: 27 epochs of BCCD's 292 train images). --resume auto: a run stopped
+# midway continues (fltool train never starts over a work dir that holds a run)
 for seed in 0 1; do
   [ -f "$RUNS/bccd_data_s$seed/metrics.json" ] || fltool train --data ../shared/data/bccd --seed $seed \
-    --max-iters 2000 --work-dir "$RUNS/bccd_data_s$seed"
+    --max-iters 2000 --work-dir "$RUNS/bccd_data_s$seed" --resume auto
   [ -f "$RUNS/bccd_cfg_s$seed/metrics.json" ] || fltool train retinanet_r18-gn_bccd_320 --seed $seed \
-    --max-iters 2000 --work-dir "$RUNS/bccd_cfg_s$seed"
+    --max-iters 2000 --work-dir "$RUNS/bccd_cfg_s$seed" --resume auto
 done
 
 # Figure 4 and Table 1e on the default model (the README's main job)
 if [ ! -f "$RUNS/default/metrics.json" ]; then
-  fltool train --work-dir "$RUNS/default"
+  fltool train --work-dir "$RUNS/default" --resume auto
 fi
 [ -f "$RUNS/loss_cdf/loss_cdf.json" ] || \
   fltool analyze loss-cdf retinanet_r18-gn_synth_256 "$RUNS/default/iter_1200.pth" --work-dir "$RUNS/loss_cdf"

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from typing_extensions import Annotated
 
-from fltool.errors import FltoolError
+from fltool.errors import FltoolError, from_os_error
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
@@ -59,6 +59,8 @@ def handle_errors(func: Callable) -> Callable:
             raise
         except FltoolError as exc:
             _fail(exc.one_line(), exc.exit_code)
+        except OSError as exc:  # a full disk, a read-only folder: the file and what to do, not "a bug"
+            _fail(from_os_error(exc).one_line(), 1)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except MemoryError:

@@ -64,7 +64,19 @@ def parse_img_size(text: Union[str, int, None]) -> Optional[tuple[int, int]]:
     if len(values) not in (1, 2) or min(values, default=0) < 32:
         raise ConfigError(f"--img-size '{text}' is not a size", "give N (the longer side, e.g. 320) or WxH "
                                                                 "(e.g. 320x240), each at least 32")
-    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+    size = (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+    check_input_size(size, f"--img-size {text}")
+    return size
+
+
+def check_input_size(size: Sequence[int], what: str) -> None:
+    """A ConfigError where a model input of ``size`` would be over the pixel bound fltool decodes images to."""
+    from fltool.data.image_limits import ENV, max_image_pixels
+
+    limit = max_image_pixels()
+    if int(size[0]) * int(size[1]) > limit:
+        raise ConfigError(f"{what} asks for {int(size[0]) * int(size[1]) / 1e6:.0f} megapixels per image, over "
+                          f"fltool's bound of {limit / 1e6:g}", f"give a smaller size (or raise {ENV})")
 
 
 def fit_within(size: Sequence[int], bound: Sequence[int], enlarge: bool = False) -> tuple[int, int]:
@@ -135,9 +147,29 @@ def config_classes(cfg: Any) -> Optional[tuple]:
     return None
 
 
+def check_class_names(classes: Any, where: str) -> None:
+    """A DataError naming the first class name that cannot work: not a string, empty, with a control character
+    (a line break would split a label file or CSV row), or given twice. Any other character is fine: configs are
+    written so that MMEngine reads every name back as it was (:func:`fltool.engine.config_data.config_text`)."""
+    hint = "rename it in the dataset's class list (COCO categories, VOC names, YOLO data.yaml names)"
+    seen: set = set()
+    for i, name in enumerate(classes or ()):
+        if not isinstance(name, str):
+            raise DataError(f"{where}: class {i} is named {name!r}, a {type(name).__name__}, not a text", hint)
+        if not name.strip():
+            raise DataError(f"{where}: class {i} has an empty name ({name!r})", hint)
+        bad = next((ch for ch in name if ord(ch) < 32 or ord(ch) == 127), None)
+        if bad is not None:
+            raise DataError(f"{where}: class name {name!r} holds the control character {bad!r}", hint)
+        if name in seen:
+            raise DataError(f"{where}: class name {name!r} is given twice", hint)
+        seen.add(name)
+
+
 def apply_data(cfg: Any, dataset: Dataset, classes: Sequence[str], scale: Optional[tuple],
                set_model: bool) -> None:
     """Point the config's dataloaders and evaluators at ``dataset`` (see the module docstring)."""
+    check_class_names(classes, str(dataset.source))
     colours = palette(len(classes))
     metainfo = dict(classes=tuple(classes), palette=colours)
     for key, split in (("train_dataloader", dataset.train), ("val_dataloader", dataset.val),
@@ -193,7 +225,10 @@ def generated_name(config: str, data_path: Path) -> str:
 
 
 def _write(cfg: Any, path: Path) -> Path:
-    write_text(path, cfg.pretty_text)
+    """The config as a file MMEngine reads back unchanged (class names with ``{{`` included)."""
+    from fltool.engine.config_data import config_text
+
+    write_text(path, config_text(cfg))
     return path.resolve()
 
 

@@ -194,12 +194,16 @@ def prepare_train_config(opts: TrainOptions, progress: ProgressFn = rn._noop) ->
     rn.resolve_embedded_dataset(cfg, progress)
     rn.harden(cfg)
     rn.check_data_paths(cfg, ("train", "val"))
+    from fltool.engine.datasource import check_class_names, config_classes
+
+    check_class_names(config_classes(cfg), f"config {Path(cfg.filename).name if cfg.filename else ''}".strip())
     return cfg
 
 
 def check_training_data(cfg: Any, mode: str, progress: ProgressFn = rn._noop) -> list[str]:
     """``fltool data check`` on the train/val sets before training. Returns notes (e.g. what was dropped)."""
     if mode == "skip":
+        check_training_boxes(cfg)
         return ["data check skipped (--data-check skip)"]
     from fltool.data.check import check_coco, drop_bad_records
 
@@ -226,9 +230,7 @@ def check_training_data(cfg: Any, mode: str, progress: ProgressFn = rn._noop) ->
             raise DataError(f"{split} data {ann}: every image has errors ({summary}), none is left to "
                             f"{'train' if split == 'train' else 'evaluate'} on",
                             f"run `fltool data check {ann}` for the full report and fix the data")
-        dataset = cfg[f"{split}_dataloader"]["dataset"]
-        while "dataset" in dataset and "ann_file" not in dataset:
-            dataset = dataset["dataset"]
+        dataset = rn.innermost_dataset(cfg, split)
         dataset["ann_file"] = str(out.resolve())
         dataset["data_root"] = ""
         dataset["data_prefix"] = dict(img=str(img_dir) + "/")
@@ -238,7 +240,45 @@ def check_training_data(cfg: Any, mode: str, progress: ProgressFn = rn._noop) ->
                     cfg[key]["ann_file"] = str(out.resolve())
         notes.append(f"{split}: dropped {n_img} images and {n_ann} annotations with errors ({summary}); "
                      f"training reads {out}")
+    check_training_boxes(cfg, "dropped with --data-check drop" if any("dropped" in n for n in notes) else "")
     return notes
+
+
+def check_training_boxes(cfg: Any, dropped: str = "") -> None:
+    """A DataError before training where MMDetection's training set would hold no image (its CocoDataset keeps an
+    image with a box of the config's classes and both sides at least ``filter_cfg.min_size``); MMEngine would
+    otherwise stop on ``need at least one array to concatenate``. Says why no image is left."""
+    import json
+
+    ann, _ = rn.dataset_paths(cfg, "train")
+    dataset = rn.innermost_dataset(cfg, "train")
+    if ann is None or "Coco" not in str(dataset.get("type", "")):
+        return
+    try:
+        data = json.loads(ann.read_text())
+        images = {img["id"]: img for img in data.get("images") or []}
+        anns, categories = data.get("annotations") or [], data.get("categories") or []
+        classes = set((dataset.get("metainfo") or {}).get("classes") or [c.get("name") for c in categories])
+        cat_ids = {c["id"] for c in categories if c.get("name") in classes}
+        with_box = {a["image_id"] for a in anns if a.get("category_id") in cat_ids}
+        filter_cfg = dataset.get("filter_cfg") or {}
+        min_size = filter_cfg.get("min_size", 0) or 0
+        keep = [i for i in images if (i in with_box or not filter_cfg.get("filter_empty_gt"))
+                and min(images[i].get("width", 0), images[i].get("height", 0)) >= min_size]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return  # the data check and MMDetection name a malformed file better than this count could
+    if keep:
+        return
+    if not anns:
+        why = "it has no boxes (no annotations)"
+    elif not with_box:
+        why = f"none of its {len(anns)} boxes is of the classes {sorted(classes)[:5]}"
+    else:
+        why = (f"all {len(with_box)} images with boxes are smaller than filter_cfg.min_size = {min_size} px "
+               "(MMDetection leaves them out)")
+    raise DataError(f"no training image is left in {ann}: {why}" + (f" after what was {dropped}" if dropped else ""),
+                    "give data with boxes of the model's classes (fltool data check shows what is there)"
+                    + (", or lower train_dataloader.dataset.filter_cfg.min_size" if with_box else ""))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -328,12 +368,57 @@ def _finished_run_metrics(work_dir: Path, iteration: int) -> Optional[tuple[Path
     return path, data
 
 
+def plan_work_dir(opts: TrainOptions) -> tuple[Path, list[str]]:
+    """The work dir this run trains into, and a note where it is not the one asked for.
+
+    A work dir that holds a run (:func:`fltool.engine.runlock.holds_run`) is continued with ``--resume``; without
+    it, a work dir the user named (``--work-dir``, or the config's ``work_dir``) is refused, and fltool's default
+    (``work_dirs/<config name>``) moves on to the next free ``<name>_2``, ``_3``... Nothing is overwritten.
+    """
+    from fltool.engine.config import resolve_config
+    from fltool.engine.runlock import holds_run, next_free, run_files
+
+    if opts.work_dir is not None:
+        work_dir, named = Path(opts.work_dir), True
+    elif opts.data is not None:
+        from fltool.engine.datasource import DEFAULT_RECIPE, generated_name
+
+        work_dir, named = Path("work_dirs") / generated_name(opts.config or DEFAULT_RECIPE, opts.data.path), False
+    else:
+        work_dir = Path(load_config(opts.config, opts.cfg_options).work_dir)
+        named = work_dir != Path("work_dirs") / resolve_config(opts.config).stem
+    if opts.resume or not holds_run(work_dir):
+        return work_dir, []
+    if named:
+        found = ", ".join(run_files(work_dir)[:3])
+        raise ConfigError(f"work dir {work_dir} already holds a run ({found}); fltool train does not overwrite it",
+                          "continue it with --resume auto, or give another --work-dir")
+    free = next_free(work_dir)
+    return free, [f"{work_dir} holds an earlier run, kept as it is: this run trains in {free} (--resume auto "
+                  "continues the earlier one; --work-dir names the folder)"]
+
+
 def train(opts: TrainOptions, progress: ProgressFn = rn._noop) -> TrainResult:
-    """Train (and evaluate at the end) as the config says; returns the final metrics and where things are."""
+    """Train (and evaluate at the end) as the config says; returns the final metrics and where things are.
+
+    The run has its work dir to itself (:func:`plan_work_dir`, :func:`fltool.engine.runlock.work_dir_lock`)."""
+    from mmengine.dist import is_main_process
+
+    from fltool.engine.runlock import work_dir_lock
+
     start = time.time()
     if opts.launcher != "none":
         compat.init_distributed(opts.launcher)
     progress(ProgressEvent("stage", "loading config"))
+    work_dir, notes = plan_work_dir(opts)
+    with work_dir_lock(work_dir, enabled=is_main_process()) as lock_notes:
+        for note in notes + lock_notes:
+            progress(ProgressEvent("note", note))
+        return _train_in(replace(opts, work_dir=work_dir), progress, start)
+
+
+def _train_in(opts: TrainOptions, progress: ProgressFn, start: float) -> TrainResult:
+    """:func:`train` in its work dir, once that is settled and locked."""
     if opts.data is not None:  # --data: the recipe + the dataset, written out as the config to run
         from fltool.engine.datasource import training_config
 
@@ -370,9 +455,9 @@ def train(opts: TrainOptions, progress: ProgressFn = rn._noop) -> TrainResult:
                     trust.enter_context(trusted(opts.pretrained))
                 runner.train()
         except TrainingStopped as exc:
-            raise Interrupted(f"{exc}; checkpoint saved: {exc.checkpoint}",
-                              exc.signum, f"continue with: fltool train {opts.config} --resume auto"
-                              + (f" --work-dir {opts.work_dir}" if opts.work_dir else "")) from None
+            raise Interrupted(f"{exc}; checkpoint saved: {exc.checkpoint}", exc.signum,
+                              f"continue with: fltool train {opts.config} --resume auto --work-dir {cfg.work_dir}") \
+                from None
         finally:
             stop.restore()
         if not sink.get("trained") and "raw" not in sink:

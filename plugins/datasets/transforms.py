@@ -4,7 +4,8 @@ MMCV's ``LoadImageFromFile`` (2.1.0) lets OpenCV decode a truncated JPEG into a 
 turns a missing file into ``None`` under ``ignore_empty`` (MMEngine's dataset then re-fetches random other images
 up to 1000 times), and otherwise fails with a bare ``AssertionError``. ``LoadImageChecked`` raises
 :class:`ImageLoadError` naming the file and the reason instead: missing, empty, truncated (a JPEG without its end
-marker, a PNG without its IEND chunk), undecodable, or a decoded size that differs from the annotation's.
+marker, a PNG without its IEND chunk), undecodable, a decoded size that differs from the annotation's, or a header that declares more pixels than
+fltool decodes (:mod:`fltool.data.image_limits`: checked before decoding).
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from mmengine import fileio
 
 from mmdet.datasets.transforms import PackDetInputs
 from mmdet.registry import TRANSFORMS
+
+from fltool.data.image_limits import ImageTooLarge, check_image
 
 
 class ImageLoadError(RuntimeError):
@@ -62,6 +65,10 @@ class LoadImageChecked(LoadImageFromFile):
         problem = truncation_problem(data)
         if problem:
             raise ImageLoadError(f"corrupt image {filename}: {problem}")
+        try:
+            check_image(data, f"image {filename}")  # a decompression bomb is named before it is decoded
+        except ImageTooLarge as exc:
+            raise ImageLoadError(str(exc)) from None
         try:
             img = mmcv.imfrombytes(data, flag=self.color_type, backend=self.imdecode_backend)
         except Exception as exc:  # noqa: BLE001

@@ -142,13 +142,15 @@ class AtomicCheckpointHook(CheckpointHook):
                 os.replace(partial_path, final_path)
                 fsync_dir(self.out_dir)
                 atomic_write_text(osp.join(runner.work_dir, "last_checkpoint"), final_path)
-        except BaseException:
+        except BaseException as exc:
             # The previous checkpoint and last_checkpoint are untouched; drop the partial file and the bookkeeping.
             if is_main_process() and osp.exists(partial_path):
                 os.remove(partial_path)
             self.last_ckpt = previous_last
             runner.message_hub.update_info("last_ckpt", previous_last)
             runner.message_hub.update_info("keep_ckpt_ids", list(self.keep_ckpt_ids))
+            if isinstance(exc, OSError) and not exc.filename:  # a failed f.write() names no file: say which
+                raise OSError(exc.errno, exc.strerror or str(exc), final_path) from exc
             raise
 
         # Only now that the new checkpoint is safely on disk: forget and delete the old ones.
