@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import pickletools
+import struct
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,6 +103,12 @@ def _file_kind(path: Path) -> str:
     return "other"
 
 
+#: What ``torch.load`` raises on a damaged file (a bad zip, a cut or altered pickle stream: the unpickler fails on
+#: whatever it then reads, e.g. a string that is not UTF-8, an opcode with too few operands, a short length field).
+_CORRUPT = (zipfile.BadZipFile, EOFError, RuntimeError, pickle.UnpicklingError, ValueError, IndexError, KeyError,
+            TypeError, AttributeError, OverflowError, struct.error)
+
+
 def _not_a_checkpoint(filename: str, why: str) -> CheckpointError:
     return CheckpointError(f"{filename} is not a checkpoint of this model: {why}",
                            "give the .pth file that fltool train (or MMDetection) wrote, e.g. the work dir's "
@@ -115,7 +122,11 @@ def load_local_checkpoint(filename: str, map_location: Union[str, Callable, None
         raise CheckpointError(f"checkpoint not found: {filename}", "check the path (or the work dir's last_checkpoint)")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {filename} is empty (an interrupted write?)", "use an earlier checkpoint")
-    kind = _file_kind(path)
+    try:
+        kind = _file_kind(path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {filename}: {exc.strerror or exc}",
+                              "check the file's permissions") from None
     if kind == "pickle":
         raise _not_a_checkpoint(filename, "it is a plain Python pickle, not a file written by torch.save")
     if kind == "other":
@@ -123,17 +134,18 @@ def load_local_checkpoint(filename: str, map_location: Union[str, Callable, None
     if kind == "truncated zip":
         raise CheckpointError(f"checkpoint {filename} is truncated or corrupt (an incomplete zip archive)",
                               "use another checkpoint (an earlier iter_*.pth of the work dir)")
-    if _key(path) in _trusted:
-        return torch.load(filename, map_location=map_location, weights_only=False)
     try:
-        with torch.serialization.safe_globals(_mmengine_safe_globals()):
-            return torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(
-            f"checkpoint {filename} needs arbitrary unpickling ({_unsafe_globals(filename)}); fltool refused to "
-            "execute it",
-            "if you trust where this file came from, rerun with --trust-checkpoint") from None
-    except (zipfile.BadZipFile, EOFError, RuntimeError) as exc:
+        if _key(path) in _trusted:
+            return torch.load(filename, map_location=map_location, weights_only=False)
+        try:
+            with torch.serialization.safe_globals(_mmengine_safe_globals()):
+                return torch.load(filename, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError:
+            raise CheckpointError(
+                f"checkpoint {filename} needs arbitrary unpickling ({_unsafe_globals(filename)}); fltool refused to "
+                "execute it",
+                "if you trust where this file came from, rerun with --trust-checkpoint") from None
+    except _CORRUPT as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"checkpoint {filename} is corrupt or not a PyTorch checkpoint ({first[:120]})",
                               "use another checkpoint") from None

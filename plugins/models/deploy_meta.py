@@ -18,6 +18,7 @@ Netron, readable with ``onnx.load(f).metadata_props`` or ONNX Runtime's ``get_mo
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
@@ -27,7 +28,7 @@ _FIELDS = ("schema", "classes", "input", "preprocess", "postprocess", "outputs",
 
 
 class MetadataError(ValueError):
-    """An ONNX file without (readable) fltool metadata."""
+    """An ONNX file without fltool metadata, or with metadata that is not JSON or not of the shape written here."""
 
 
 @dataclass
@@ -60,6 +61,65 @@ class DeployMeta:
         for key in _FIELDS[1:]:
             try:
                 values[key] = json.loads(props[PREFIX + key])
-            except (KeyError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError) as exc:
                 raise MetadataError(f"{source}: metadata {PREFIX + key} is missing or not JSON ({exc})") from None
+            except RecursionError:
+                raise MetadataError(f"{source}: metadata {PREFIX + key} is JSON nested too deeply to read") from None
+        problem = _problem(values)
+        if problem:
+            raise MetadataError(f"{source}: metadata {problem}")
         return cls(**values)
+
+
+def _number(value: Any) -> bool:
+    """A finite int or float (not a bool, not an int beyond the float range)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _pixels(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(
+        _number(v) and v > 0 and float(v).is_integer() for v in value)
+
+
+def _problem(values: dict) -> Optional[str]:
+    """What is wrong with the parsed metadata (the first thing found, naming the key and the value), or None.
+    Checked here so that whoever reads a :class:`DeployMeta` can rely on its shape."""
+    def wrong(key: str, want: str, value: Any) -> str:
+        return f"{PREFIX}{key} must be {want}, got {json.dumps(value, default=str)[:80]}"
+
+    classes = values["classes"]
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        return wrong("classes", "a list of class names", classes)
+    for key in _FIELDS[2:]:
+        if not isinstance(values[key], dict):
+            return wrong(key, "a JSON object", values[key])
+    hw = values["input"].get("fixed_hw")
+    if hw is not None and not _pixels(hw):
+        return wrong("input.fixed_hw", "[height, width] in pixels or null", hw)
+    prep = values["preprocess"]
+    resize = prep.get("resize")
+    if not isinstance(resize, dict):
+        return wrong("preprocess.resize", "an object with scale [width, height] and keep_ratio", resize)
+    if not _pixels(resize.get("scale")):
+        return wrong("preprocess.resize.scale", "[width, height] in pixels", resize.get("scale"))
+    if not isinstance(resize.get("keep_ratio"), bool):
+        return wrong("preprocess.resize.keep_ratio", "true or false", resize.get("keep_ratio"))
+    if not isinstance(prep.get("bgr_to_rgb"), bool):
+        return wrong("preprocess.bgr_to_rgb", "true or false", prep.get("bgr_to_rgb"))
+    for key in ("mean", "std"):
+        given = prep.get(key)
+        if not (isinstance(given, list) and len(given) in (1, 3) and all(_number(v) for v in given)) \
+                or (key == "std" and 0 in given):
+            return wrong(f"preprocess.{key}", "1 or 3 numbers (per channel)" + (", none 0" if key == "std" else ""),
+                         given)
+    if "pad_value" in prep and not _number(prep["pad_value"]):
+        return wrong("preprocess.pad_value", "a number", prep["pad_value"])
+    for key in ("score_thr", "nms_pre", "iou_threshold", "max_per_img"):
+        if not _number(values["postprocess"].get(key)):
+            return wrong(f"postprocess.{key}", "a number", values["postprocess"].get(key))
+    return None

@@ -39,6 +39,12 @@ def load_coco_json(ann_file: Path) -> tuple[dict[str, Any], str]:
     except json.JSONDecodeError as exc:
         raise DataError(f"{ann_file} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
                         "give a COCO annotation .json file") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise DataError(f"{ann_file} is not usable JSON ({' '.join(str(exc).split(';')[0].split())[:100]})",
+                        "give a COCO annotation .json file") from None
+    except RecursionError:
+        raise DataError(f"{ann_file} is nested too deeply to be a COCO annotation file (lists or objects inside "
+                        "each other beyond Python's recursion limit)", "give a COCO annotation .json file") from None
     if not isinstance(data, dict):
         raise DataError(f"{ann_file} is not a COCO annotation file (its JSON is a {type(data).__name__}, "
                         "not an object)", "a COCO file is an object with 'images', 'annotations' and 'categories'")
@@ -61,7 +67,13 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite int or float (not a bool); an int beyond the float range is not one."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int of hundreds of digits
+        return False
 
 
 def _is_pixels(value: Any) -> bool:
@@ -94,8 +106,14 @@ def _inspect_image(path: Path, decode: bool) -> _ImageFacts:
     """Open one image: its size from the header, and with ``decode`` a full decode to catch truncation."""
     from PIL import Image
 
+    from fltool.data.image_limits import ImageTooLarge, check_image
+
     if not path.is_file():
         return _ImageFacts(exists=False)
+    try:
+        check_image(path, path.name)  # from the header: a decompression bomb is named, never decoded
+    except ImageTooLarge as exc:
+        return _ImageFacts(True, error=f"ImageTooLarge: {exc}")
     try:
         with Image.open(path) as im:
             size = im.size

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import statistics
@@ -22,7 +23,8 @@ from typing import Any, Optional, Sequence
 from fltool.data.check import ERROR, Issue
 from fltool.data.formats import coco, voc, yolo
 from fltool.data.formats.common import (DEFAULT_VAL_FRACTION, SPLIT_SEED, ImageRecord, Problems, coco_subset,
-                                        file_digest, issue_label, list_images, relative, split_names, to_coco)
+                                        file_digest, id_key, issue_label, list_images, relative, split_names,
+                                        to_coco)
 from fltool.errors import DataError
 from fltool.fileio import write_json
 
@@ -130,7 +132,19 @@ def detect(path: Path, fmt: Optional[str] = None) -> tuple[str, Any]:
     return next(iter(found.items()))
 
 
-def _median_size(sizes: list[tuple[int, int]]) -> tuple[int, int]:
+def _side(value: Any) -> bool:
+    """A usable image side: a finite number > 0 (not a bool, not NaN, inf or an int beyond the float range)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value) and value > 0
+    except OverflowError:
+        return False
+
+
+def _median_size(sizes: list[tuple[Any, Any]]) -> tuple[int, int]:
+    """Median (width, height) of the sizes that are numbers (the others are for ``fltool data check`` to name)."""
+    sizes = [(w, h) for w, h in sizes if _side(w) and _side(h)]
     if not sizes:
         return (0, 0)
     return (int(statistics.median(w for w, _ in sizes)), int(statistics.median(h for _, h in sizes)))
@@ -155,8 +169,7 @@ def _resolve_coco(path: Path, layout: coco.CocoLayout, cache_root: Path, val_fra
                             f"{', '.join(extra[:5])}", "give both files the same categories")
         splits = {s: SplitFiles(layout.files[s], coco.find_image_dir(layout.files[s], d), len(d["images"]))
                   for s, d in (("train", train), ("val", val))}
-        sizes = [(i["width"], i["height"]) for i in train["images"] if isinstance(i, dict)
-                 and isinstance(i.get("width"), (int, float)) and isinstance(i.get("height"), (int, float))]
+        sizes = [(i.get("width"), i.get("height")) for i in train["images"] if isinstance(i, dict)]
         return Dataset(path, name, "coco", layout.description, tuple(classes), splits["train"], splits["val"],
                        f"given by the data ({layout.description})", _median_size(sizes))
     ann_file = layout.files["all"]
@@ -172,7 +185,7 @@ def _resolve_coco(path: Path, layout: coco.CocoLayout, cache_root: Path, val_fra
         raise DataError(f"{ann_file} has {len(good)} usable image(s); a train/val split needs at least 2")
     train_names, val_names = split_names(good, val_fraction)
     val_ids = {good[n] for n in val_names}
-    train_ids = {i.get("id") for i in data["images"] if isinstance(i, dict)} - val_ids  # bad records: train
+    train_ids = {id_key(i.get("id")) for i in data["images"] if isinstance(i, dict)} - val_ids  # bad records: train
     files = {}
     for split, ids in (("train", train_ids), ("val", val_ids)):
         out = cache / f"{split}.json"
@@ -182,8 +195,8 @@ def _resolve_coco(path: Path, layout: coco.CocoLayout, cache_root: Path, val_fra
     split_file = cache / "split.json"
     write_json(split_file, {"source": str(ann_file.resolve()), "seed": SPLIT_SEED, "val_fraction": val_fraction,
                             "train": train_names, "val": val_names})
-    sizes = [(i["width"], i["height"]) for i in data["images"] if isinstance(i, dict) and i.get("id") in train_ids
-             and isinstance(i.get("width"), (int, float)) and isinstance(i.get("height"), (int, float))]
+    sizes = [(i.get("width"), i.get("height")) for i in data["images"] if isinstance(i, dict)
+             and id_key(i.get("id")) in train_ids]
     return Dataset(path, name, "coco", layout.description, tuple(classes), files["train"], files["val"],
                    f"here (seed {SPLIT_SEED}, --val-fraction {val_fraction:g}; {split_file})", _median_size(sizes),
                    cache_dir=cache.resolve())

@@ -8,6 +8,7 @@ be read (by MMDetection, ``fltool data check``, pycocotools) from wherever it li
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -128,7 +129,8 @@ def image_sizes(paths: Sequence[Path]) -> list[Optional[tuple[int, int]]]:
 # ---------------------------------------------------------------------------------------------- the split
 
 def _rank(name: str, seed: int) -> str:
-    return hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
+    # surrogatepass: a name read from JSON may hold a lone surrogate (JSON's \ud800), which plain UTF-8 refuses
+    return hashlib.sha256(f"{seed}:{name}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def split_names(names: Iterable[str], val_fraction: float, seed: int = SPLIT_SEED) -> tuple[list[str], list[str]]:
@@ -158,15 +160,26 @@ def to_coco(records: Sequence[ImageRecord], classes: Sequence[str]) -> dict[str,
             "categories": [{"id": cat_id[n], "name": n, "supercategory": "none"} for n in classes]}
 
 
+def id_key(value: Any) -> Any:
+    """A record's id as a set member: an id of a malformed record that is a list or an object stands for itself as
+    its JSON text (``fltool data check`` names such records; splitting must not fail on them)."""
+    try:
+        hash(value)
+    except TypeError:
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
+
+
 def coco_subset(data: dict[str, Any], keep_ids: set, img_dir: Optional[Path] = None) -> dict[str, Any]:
-    """The images ``keep_ids`` of a COCO dict with their annotations; with ``img_dir`` file names become absolute."""
-    images = [dict(img) for img in data["images"] if isinstance(img, dict) and img.get("id") in keep_ids]
+    """The images ``keep_ids`` (:func:`id_key` of their ids) of a COCO dict with their annotations; with ``img_dir``
+    file names become absolute."""
+    images = [dict(img) for img in data["images"] if isinstance(img, dict) and id_key(img.get("id")) in keep_ids]
     if img_dir is not None:
         for img in images:
             if isinstance(img.get("file_name"), str):
                 img["file_name"] = str(img_dir / img["file_name"])
-    ids = {img.get("id") for img in images}
-    annotations = [a for a in data["annotations"] if isinstance(a, dict) and a.get("image_id") in ids]
+    ids = {id_key(img.get("id")) for img in images}
+    annotations = [a for a in data["annotations"] if isinstance(a, dict) and id_key(a.get("image_id")) in ids]
     return dict(data, images=images, annotations=annotations)
 
 

@@ -117,7 +117,7 @@ def _parse(xml: Path, root: Path, classes: Optional[set], problems: Problems) ->
     rel = relative(xml, root)
     try:
         tree = ET.parse(xml).getroot()
-    except (ET.ParseError, OSError, UnicodeDecodeError) as exc:
+    except (ET.ParseError, OSError, ValueError, LookupError) as exc:  # LookupError: <?xml encoding="unknown"?>
         problems.add("unreadable_annotation_file", f"{rel}: {' '.join(str(exc).split())[:80]}")
         return None
     if tree.tag != "annotation":

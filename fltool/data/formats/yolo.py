@@ -9,6 +9,7 @@ come from the yaml's ``names``, else ``classes.txt`` (or ``obj.names``), one per
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -40,26 +41,67 @@ def label_path(image: Path) -> Path:
     return Path(text).with_suffix(".txt")
 
 
+_NAMES_HINT = "list them, e.g. names: [cat, dog] or names: {0: cat, 1: dog}"
+
+
+def _class_id(key: Any) -> Optional[int]:
+    """A 'names' key as a class id: 0, 1.0 or '1' (as YAML may quote it); None for anything else."""
+    if isinstance(key, bool) or (isinstance(key, float) and not key.is_integer()):
+        return None
+    try:
+        return int(key)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _class_name(value: Any, where: Path) -> str:
+    """A class name as text (YAML may read one as a number, a bool or a date); an empty one or a list/mapping
+    (a nesting mistake) is a DataError."""
+    if value is None or isinstance(value, (list, tuple, dict, set)):
+        raise DataError(f"{where}: a class name in 'names' is {'empty' if value is None else 'a list or mapping'} "
+                        f"({value!r:.60})", _NAMES_HINT)
+    return str(value)
+
+
 def _names_from_yaml(value: Any, where: Path) -> list[str]:
     if isinstance(value, dict):
-        try:
-            ids = sorted(int(k) for k in value)
-        except (TypeError, ValueError):
-            raise DataError(f"{where}: 'names' keys must be class ids 0..K-1") from None
+        by_id: dict[int, Any] = {}
+        for key, name in value.items():
+            cls = _class_id(key)
+            if cls is None or cls in by_id:
+                raise DataError(f"{where}: 'names' keys must be class ids 0..K-1, each once, got {key!r:.40}",
+                                _NAMES_HINT)
+            by_id[cls] = name
+        ids = sorted(by_id)
         if ids != list(range(len(ids))):
             raise DataError(f"{where}: 'names' ids must be 0..{len(ids) - 1} without gaps, got {ids[:10]}")
-        return [str(value[k] if k in value else value[str(k)]) for k in ids]
+        return [_class_name(by_id[k], where) for k in ids]
     if isinstance(value, (list, tuple)) and value:
-        return [str(v) for v in value]
-    raise DataError(f"{where} has no class names ('names:' missing or empty)",
-                    "list them, e.g. names: [cat, dog] or names: {0: cat, 1: dog}")
+        return [_class_name(v, where) for v in value]
+    raise DataError(f"{where} has no class names ('names:' missing or empty)", _NAMES_HINT)
 
 
-def _resolve_entry(base: Path, entry: str) -> Path:
-    path = Path(entry).expanduser()
+def _user_path(text: str, where: Path) -> Path:
+    """A path written in ``where`` (data.yaml, an image list), ``~`` expanded; a DataError naming ``where`` if no
+    file could ever have that name (a NUL byte, a name too long, the home of an unknown user)."""
+    problem = "holds a NUL byte" if "\0" in text else ""
+    try:
+        path = Path(text).expanduser()
+        path.exists()  # raises for a name the file system cannot look up (e.g. too long)
+    except RuntimeError:  # '~name' of a user this machine does not know
+        problem = "names the home folder of an unknown user"
+    except OSError as exc:
+        problem = f"cannot be looked up ({exc.strerror or exc})"
+    if problem:
+        raise DataError(f"{where}: the path {text[:80]!r} {problem}", f"fix the path in {where.name}")
+    return path
+
+
+def _resolve_entry(base: Path, entry: str, where: Path) -> Path:
+    path = _user_path(entry, where)
     if path.is_absolute():
         return path
-    found = base / path
+    found = _user_path(str(base / path), where)
     if not found.exists() and entry.startswith("../"):
         found = base / entry[3:]  # Roboflow's exports: '../train/images' meant relative to the dataset folder
     return found
@@ -74,7 +116,7 @@ def _images_of(entry: Path) -> list[Path]:
             line = line.strip()
             if line:
                 p = Path(line)
-                out.append(p if p.is_absolute() else (entry.parent / p).resolve())
+                out.append(_user_path(str(p if p.is_absolute() else entry.parent / p), entry).resolve())
         return out
     raise DataError(f"{entry} (a train/val entry of data.yaml) is neither a folder nor a .txt list of images",
                     "fix the path in data.yaml")
@@ -85,16 +127,24 @@ def _from_yaml(yaml_file: Path) -> YoloLayout:
 
     try:
         data = yaml.safe_load(yaml_file.read_text(errors="replace"))
-    except yaml.YAMLError as exc:
-        raise DataError(f"{yaml_file} is not valid YAML ({' '.join(str(exc).split())[:100]})") from None
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: e.g. a date like 2024-13-45, an int of 5000 digits
+        raise DataError(f"{yaml_file} is not valid YAML ({' '.join(str(exc).split())[:100]})",
+                        "fix the file, or give the dataset folder without it") from None
+    except RecursionError:
+        raise DataError(f"{yaml_file} is nested too deeply to be a YOLO dataset file",
+                        "a data.yaml names train: and val: image folders and the class names") from None
     if not isinstance(data, dict) or "train" not in data:
         raise DataError(f"{yaml_file} is not a YOLO dataset file (it has no 'train:' entry)",
                         "a data.yaml names train: and val: image folders and the class names")
+    if not data["train"]:
+        raise DataError(f"{yaml_file}: 'train:' names no training images (it is {json.dumps(data['train'])})",
+                        "give the folder (or .txt list) of the training images, e.g. train: images/train")
     base = yaml_file.parent
     if data.get("path"):
-        given = Path(str(data["path"])).expanduser()
+        given = _user_path(str(data["path"]), yaml_file)
         base = given if given.is_absolute() else next(
-            (c for c in (yaml_file.parent / given, Path.cwd() / given) if c.is_dir()), yaml_file.parent)
+            (c for c in (yaml_file.parent / given, Path.cwd() / given) if _user_path(str(c), yaml_file).is_dir()),
+            yaml_file.parent)
     splits = {}
     for split in ("train", "val"):
         entries = data.get(split)
@@ -103,7 +153,7 @@ def _from_yaml(yaml_file: Path) -> YoloLayout:
         entries = entries if isinstance(entries, list) else [entries]
         images: list[Path] = []
         for entry in entries:
-            images += _images_of(_resolve_entry(base, str(entry)))
+            images += _images_of(_resolve_entry(base, str(entry), yaml_file))
         splits[split] = images
     if "val" not in splits:
         splits = {"all": splits["train"]}
