@@ -12,8 +12,8 @@ import json
 import time
 from typing import Any, Optional
 
-from mmengine.hooks import Hook
 from mmdet.registry import HOOKS
+from mmengine.hooks import Hook
 
 
 @HOOKS.register_module()

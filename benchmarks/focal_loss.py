@@ -162,11 +162,11 @@ def bench_size(name: str, n: int, k: int, repeats: int, warmup: int) -> dict:
     for impl_name, impl in IMPLEMENTATIONS.items():
         x = logits.clone().requires_grad_()
 
-        def forward():
+        def forward(impl=impl, x=x):
             with torch.no_grad():
                 impl(x, labels, weight, num_pos)
 
-        def forward_backward():
+        def forward_backward(impl=impl, x=x):
             x.grad = None
             impl(x, labels, weight, num_pos).backward()
 

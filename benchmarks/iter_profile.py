@@ -33,9 +33,9 @@ def main() -> int:
         parser.error("--start must be >= 0 and below --stop")
 
     import torch
+    from mmdet.registry import HOOKS
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
-    from mmdet.registry import HOOKS
 
     from fltool.engine.doctor import isa_text, machine_facts
     from fltool.engine.train import TrainOptions, prepare_train_config

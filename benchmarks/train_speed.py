@@ -73,7 +73,7 @@ def stock_config(cfg, clock_file: str):
 
 def child(recipe: str, config: str, work_dir: Path, iters: int, val_interval: int, seed: int) -> None:
     sys.path.insert(0, str(HERE))
-    from fltool import compat
+    from fltool.engine import compat
     from fltool.engine import runner as rn
     from fltool.engine.config import load_config
 
@@ -86,9 +86,8 @@ def child(recipe: str, config: str, work_dir: Path, iters: int, val_interval: in
     cfg.train_cfg.val_interval = val_interval
     cfg.randomness = dict(seed=seed, deterministic=False)
     if recipe == "stock":
-        from mmengine.runner import Runner
-
         import _iter_clock  # noqa: F401  (registers IterClockHook; custom_imports act only when a file is loaded)
+        from mmengine.runner import Runner
 
         cfg = stock_config(cfg, clock)
         Runner.from_cfg(cfg).train()

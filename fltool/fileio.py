@@ -47,6 +47,27 @@ def write_json(path: PathLike, data: Any, indent: Union[int, None] = 2) -> Path:
     return write_text(path, json.dumps(data, indent=indent, default=str) + "\n")
 
 
+def read_json(path: PathLike) -> Any:
+    """The JSON value in ``path``, or None where there is no such file; a damaged file is a ConfigError naming it
+    (the records fltool keeps beside its runs: run.json, metrics.json, sweep.json)."""
+    from fltool.errors import ConfigError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}", "delete the damaged file and run again") from None
+
+
+def json_digest(data: Any) -> str:
+    """A short stable fingerprint of a JSON-like value (keys sorted; values JSON does not know as strings): what
+    fltool records beside a run to tell later whether the same settings made it."""
+    import hashlib
+
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def save_figure(fig: Any, path: PathLike, **savefig_kwargs: Any) -> Path:
     """Save a matplotlib figure atomically, then close it."""
     import matplotlib.pyplot as plt

@@ -123,7 +123,8 @@ def speed(path: Path) -> list[str]:
     env, settings = data["environment"], data["settings"]
     names = {"pytorch": "fltool (PyTorch, channels-last)", "mmdet": "stock MMDetection", "onnxruntime": "ONNX Runtime"}
     eager = {p["scale"]: p["median_ms"] for p in data["points"] if p.get("backend", "pytorch") == "pytorch"}
-    out = ["| scale (short side, px) | backend | AP | AP50 | ms per image (median) | p90 ms | speed vs fltool | GFLOPs |",
+    out = ["| scale (short side, px) | backend | AP | AP50 | ms per image (median) | p90 ms | speed vs fltool "
+           "| GFLOPs |",
            "|---|---|---|---|---|---|---|---|"]
     for p in sorted(data["points"], key=lambda q: (q["scale"], list(names).index(q.get("backend", "pytorch")))):
         ap = "n/a" if p.get("AP") is None else f"{100 * p['AP']:.1f}"

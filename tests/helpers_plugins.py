@@ -5,9 +5,8 @@ import os
 import signal
 
 import torch
-from mmengine.hooks import Hook
-
 from mmdet.registry import HOOKS
+from mmengine.hooks import Hook
 
 
 @HOOKS.register_module()

@@ -8,9 +8,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from fltool.bench import accuracy, inputs, report, timing
+from fltool.bench import inputs, report, timing
 from fltool.bench import speed_accuracy as sa
 from fltool.cli.main import app
+from fltool.engine import metrics as accuracy
 from fltool.errors import CheckpointError, ConfigError, DataError
 
 cli = CliRunner()
@@ -145,7 +146,8 @@ def test_warmup_iterations_are_run_but_not_timed():
         calls.append(i)
         clock.now += 1.0 if len(calls) <= 3 else 0.002  # the first (warm-up) calls are slow
 
-    timed = timing.time_steps(step, 2, warmup=3, min_iters=5, device="cpu", clock=clock, cpu_clock=lambda: clock.now / 2)
+    timed = timing.time_steps(step, 2, warmup=3, min_iters=5, device="cpu", clock=clock,
+                              cpu_clock=lambda: clock.now / 2)
     assert calls[:3] == [0, 1, 0]  # warm-up cycles through the items
     assert len(timed.samples_ms) == 6  # 3 passes of 2 items reach min_iters=5
     assert timed.samples_ms == pytest.approx([2.0] * 6)  # no warm-up second in any sample

@@ -402,8 +402,8 @@ def test_cli_checks_a_shipped_config_by_its_name_from_any_folder(monkeypatch, tm
 def test_the_printed_hint_names_a_command_that_trains_on_the_faulty_dataset(tmp_path):
     """The hint used to name a flag that does not exist (--drop-bad-data). Follow it as a user would."""
     import re
-    import shutil
     import shlex
+    import shutil
 
     from fltool.data.synth import SynthSpec, default_dataset
 

@@ -13,9 +13,9 @@ import torch
 from typer.testing import CliRunner
 
 from fltool.cli.main import app
-from fltool.deploy.backends import read_meta
 from fltool.deploy.onnx_export import ExportOptions, export_onnx
 from fltool.deploy.parity import match_detections
+from fltool.engine.backends import read_meta
 from fltool_plugins.models import DeployMeta, Detections, OnnxRuntimeBackend
 
 cli = CliRunner()
@@ -342,7 +342,7 @@ def test_onnxruntime_detector_preprocesses_on_one_torch_thread_and_restores_the_
         assert torch.get_num_threads() == 2
         out = model(**data, mode="predict")
         assert len(out) == 1 and hasattr(out[0], "pred_instances")
-        with pytest.raises(Exception):  # a batch the preprocessor cannot take: the count is still restored
+        with pytest.raises(Exception):  # noqa: B017 - whatever a bad batch raises, the count is still restored
             model.data_preprocessor({"inputs": [torch.zeros(2, 2)], "data_samples": [sample]}, False)
         assert torch.get_num_threads() == 2
     finally:

@@ -12,10 +12,13 @@ from mmdet.models.losses.focal_loss import py_sigmoid_focal_loss
 from mmdet.registry import MODELS
 
 import fltool_plugins  # noqa: F401  (registers the modules)
-from fltool_plugins.losses import SigmoidFocalLoss, SigmoidFocalLossStar, kernel_info
-from fltool_plugins.losses import functional
-from fltool_plugins.losses.functional import (KERNEL_OPT_OUT, kernel_available, sigmoid_focal_loss,
-                                              sigmoid_focal_loss_star)
+from fltool_plugins.losses import SigmoidFocalLoss, SigmoidFocalLossStar, functional, kernel_info
+from fltool_plugins.losses.functional import (
+    KERNEL_OPT_OUT,
+    kernel_available,
+    sigmoid_focal_loss,
+    sigmoid_focal_loss_star,
+)
 
 # The kernel is part of the product on CPU: a failed build fails its tests (no skip), unless the user opted out of
 # it with FLTOOL_NO_EXT=1, in which case the PyTorch fallback is what runs (tested below either way).
@@ -552,7 +555,8 @@ def test_fltool_no_ext_opts_out_of_the_kernel_and_the_pytorch_fallback_trains(tm
         "fl.backward()\n"
         "star = sigmoid_focal_loss_star(b['x'], b['labels'], gamma=2.0, beta=1.0, reduction='sum')\n"
         "print(json.dumps({'info': kernel_info(), 'fl': fl.item(), 'star': star.item(),\n"
-        "                  'grad_finite': bool(torch.isfinite(x.grad).all()), 'grad_sum': x.grad.abs().sum().item()}))\n")
+        "                  'grad_finite': bool(torch.isfinite(x.grad).all()),\n"
+        "                  'grad_sum': x.grad.abs().sum().item()}))\n")
     env = dict(os.environ, FLTOOL_NO_EXT="1")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -4,12 +4,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
+from mmdet.registry import MODELS
+from mmdet.utils import register_all_modules
 
 import fltool_plugins  # noqa: F401
 from fltool.engine.config import load_config
 from fltool_plugins.hooks import ChannelsLastHook
-from mmdet.registry import MODELS
-from mmdet.utils import register_all_modules
 
 
 def test_channels_last_hook_converts_conv_weights_and_keeps_the_outputs(tiny_config):

@@ -2,15 +2,17 @@
 shipped iteration-based config samples without MMEngine's epoch-boundary sleep, and harden() swaps the parts in."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from mmdet.datasets.transforms import PackDetInputs
+from mmdet.structures.bbox import HorizontalBoxes
 
 import fltool_plugins  # noqa: F401  (registers the transforms)
 from fltool.engine.config import list_configs, load_config
 from fltool.engine.runner import harden
-from mmdet.datasets.transforms import PackDetInputs
-from mmdet.structures.bbox import HorizontalBoxes
 from fltool_plugins.datasets import PackDetInputsFast
 
 
@@ -37,16 +39,46 @@ def test_pack_det_inputs_fast_packs_what_pack_det_inputs_packs(layout):
     assert ours["inputs"].is_contiguous() and torch.equal(ours["inputs"], theirs["inputs"])
     assert ours["inputs"].shape == ((1, 48, 64) if layout == "grey" else (3, 48, 64))
     assert ours["data_samples"].metainfo == theirs["data_samples"].metainfo
-    assert torch.equal(ours["data_samples"].gt_instances.bboxes.tensor, theirs["data_samples"].gt_instances.bboxes.tensor)
+    assert torch.equal(ours["data_samples"].gt_instances.bboxes.tensor,
+                       theirs["data_samples"].gt_instances.bboxes.tensor)
     assert torch.equal(ours["data_samples"].gt_instances.labels, theirs["data_samples"].gt_instances.labels)
 
 
-def test_harden_swaps_in_the_checked_loader_and_the_fast_packer():
+def test_harden_swaps_in_the_checked_loader_and_the_fast_packer_and_says_so():
     cfg = load_config("retinanet_r18-gn_bccd_320")
-    harden(cfg)
+    changes = harden(cfg)
     for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
         types = [step["type"] for step in cfg[key]["dataset"]["pipeline"]]
         assert types[0] == "LoadImageChecked" and types[-1] == "PackDetInputsFast", (key, types)
+    assert [c.split(" (")[0] for c in changes] == ["PackDetInputs -> PackDetInputsFast"]  # the rest it names itself
+    assert harden(cfg) == []  # a config that has them already: nothing to say
+    from mmengine.config import Config
+
+    stock = Config(dict(train_dataloader=dict(dataset=dict(pipeline=[dict(type="LoadImageFromFile", ignore_empty=True),
+                                                                    dict(type="PackDetInputs")])),
+                        default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1))))
+    assert [c.split(" (")[0] for c in harden(stock)] == ["LoadImageFromFile -> LoadImageChecked",
+                                                         "PackDetInputs -> PackDetInputsFast",
+                                                         "CheckpointHook -> AtomicCheckpointHook",
+                                                         "+ NonFiniteLossHook"]
+    assert stock.train_dataloader.dataset.pipeline[0] == dict(type="LoadImageChecked")
+
+
+def test_training_says_in_one_line_what_fltool_swapped_and_the_written_config_shows_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from fltool.cli.main import app
+
+    config = Path(__file__).resolve().parent / "configs" / "tiny_synth.py"
+    result = CliRunner().invoke(app, ["train", str(config), "--max-iters", "1", "--work-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    said = [ln for ln in result.stderr.splitlines() if "fltool's equivalents in this run's config" in ln]
+    assert len(said) == 1 and "PackDetInputs -> PackDetInputsFast (a faster image copy)" in said[0], result.stderr
+    from mmengine.config import Config
+
+    written = Config.fromfile(str(tmp_path / "tiny_synth.py"))
+    for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        assert written[key].dataset.pipeline[-1].type == "PackDetInputsFast", key
 
 
 def test_every_shipped_iteration_based_machine_config_samples_without_epoch_boundaries():

@@ -592,7 +592,7 @@ def meta_props(draw: Callable) -> dict:
 
 def use_meta(meta: Any, classes: Any, prep: dict) -> None:
     """What predict/eval do with read metadata: the pipeline it implies, the fit with a config, the fixed size."""
-    from fltool.deploy.backends import check_meta_fits, meta_inputs
+    from fltool.engine.backends import check_meta_fits, meta_inputs
 
     outcome(meta_inputs, meta)
     outcome(check_meta_fits, meta, Path("model.onnx"), classes, prep)
@@ -637,7 +637,7 @@ def test_deploy_meta_from_props_and_its_use_give_a_result_or_an_error_of_fltool(
 def test_read_meta_of_an_onnx_file_gives_metadata_or_a_checkpoint_error(props, garbage, classes, prep):
     import onnx
 
-    from fltool.deploy.backends import read_meta
+    from fltool.engine.backends import read_meta
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"

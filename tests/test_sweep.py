@@ -22,6 +22,7 @@ from fltool.cli.main import app
 from fltool.engine import sweep as sw
 from fltool.engine.train import TrainResult
 from fltool.errors import ConfigError, Interrupted, TrainingError
+from fltool.fileio import json_digest
 
 runner = CliRunner()
 LOSS = "model.bbox_head.loss_cls"
@@ -315,7 +316,7 @@ def test_runs_recorded_before_config_digests_still_count_as_finished(tiny_config
         run = json.loads(run_file.read_text())
         settings = {k: v for k, v in run.items() if k not in ("settings_hash", "train_command", "config_digest")}
         settings["config"] = old_path
-        run_file.write_text(json.dumps({**settings, "settings_hash": sw.records._hash(settings)}))
+        run_file.write_text(json.dumps({**settings, "settings_hash": json_digest(settings)}))
     again = _sweep(tiny_config, out, *args)
     assert again.exit_code == 0, again.output
     assert len(fake_train.calls) == 2 and "skipped 2 finished runs" in again.stderr
@@ -334,29 +335,23 @@ def test_a_failed_run_is_reported_and_the_other_runs_still_train(tiny_config, tm
     assert [r["n"] for r in _csv_rows(out / "results.csv")] == ["0", "1"]
 
 
-def test_a_resumed_run_with_nothing_left_to_train_is_evaluated(tiny_config, tmp_path, monkeypatch):
-    """MMEngine resumed at the last iteration skips the final evaluation: the sweep evaluates the checkpoint."""
-    def no_eval_train(opts, progress=None):
-        Path(opts.work_dir).mkdir(parents=True, exist_ok=True)
-        metrics_file = Path(opts.work_dir) / "metrics.json"
-        metrics_file.write_text(json.dumps({"bbox": {}}))
-        return TrainResult(Path(opts.work_dir), {}, metrics_file, Path(opts.work_dir) / "iter_2.pth", 2, 0.1)
-
-    class Evaluated:
-        metrics = {"AP": 0.25, "AP50": 0.5, "AP75": 0.2, "APs": 0.1, "APm": 0.3, "APl": None}
-
-    seen = []
-    monkeypatch.setattr("fltool.engine.train.train", no_eval_train)
-    monkeypatch.setattr("fltool.engine.evaluate.evaluate", lambda opts, progress=None: seen.append(opts) or Evaluated)
+def test_a_run_stopped_after_its_last_checkpoint_is_evaluated_when_the_sweep_resumes(tiny_config, tmp_path):
+    """Stopped between its last checkpoint and its evaluation (no metrics.json), a run is resumed: fltool train
+    has nothing left to train and evaluates that checkpoint, so the sweep's table has its AP."""
     out = tmp_path / "sweep"
     assert _sweep(tiny_config, out, "--set", "loss.gamma=2").exit_code == 0
-    assert seen[0].checkpoint == out.resolve() / "loss.gamma=2/seed0/iter_2.pth"
-    assert json.loads((out / "loss.gamma=2/seed0/metrics.json").read_text())["bbox"]["AP"] == 0.25
-    assert _csv_rows(out / "results.csv")[0]["AP_mean"] == "0.25"
+    run = out / "loss.gamma=2" / "seed0"
+    first = json.loads((run / "metrics.json").read_text())["bbox"]["AP"]
+    (run / "metrics.json").unlink()
+    again = _sweep(tiny_config, out, "--set", "loss.gamma=2")
+    assert again.exit_code == 0, again.output
+    assert "(resuming)" in again.stderr and "run 1/1 done" in again.stderr
+    assert json.loads((run / "metrics.json").read_text())["bbox"]["AP"] == pytest.approx(first, abs=1e-6)
+    assert float(_csv_rows(out / "results.csv")[0]["AP_mean"]) == pytest.approx(first, abs=1e-4)
 
 
 def test_heatmap_has_one_panel_per_value_of_a_third_axis(tmp_path):
-    from fltool.analysis.sweep_plot import plot_sweep
+    from fltool.engine.sweep.plot import plot_sweep
 
     labels = [["0", "2"], ["0.25", "0.75"], ["a", "b"]]
     cells = {(g, a, x): (0.1 * i, 0.01, 2) for i, (g, a, x) in

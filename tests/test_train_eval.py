@@ -278,7 +278,7 @@ def test_a_distributed_process_leaving_on_an_error_exits_with_its_code_before_te
     what was printed flushed), instead of a teardown that can abort with -6; without a group it is a no-op."""
     script = (
         "import sys, torch.distributed as dist\n"
-        "from fltool.compat import exit_distributed\n"
+        "from fltool.engine.compat import exit_distributed\n"
         "exit_distributed(5)\n"  # no group yet: returns
         "print('no group: returned', flush=True)\n"
         f"dist.init_process_group('gloo', init_method='file://{tmp_path / 'store'}', rank=0, world_size=1)\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from fltool.engine.config import load_config
-from fltool.engine.train import apply_length_overrides
+from fltool.engine.schedule import apply_length_overrides
 from fltool.errors import ConfigError
 
 

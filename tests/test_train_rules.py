@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from fltool.cli.main import app
 from fltool.engine.runlock import LOCK_NAME, work_dir_lock
 from fltool.engine.train import TrainOptions, train
-from fltool.errors import ConfigError, DataError
+from fltool.errors import ConfigError
 
 TESTS = Path(__file__).resolve().parent
 TINY = str(TESTS / "configs" / "tiny_synth.py")
@@ -236,9 +236,9 @@ def test_a_video_whose_frames_are_over_the_bound_is_skipped_before_a_frame_is_de
     assert len(list(frames(sources, 1, failed))) == 1 and not failed
     monkeypatch.setenv("FLTOOL_MAX_IMAGE_PIXELS", str(64 * 48 - 1))
     assert list(frames(sources, 1, failed)) == []
-    assert failed == [(str(video.resolve()), f"video {video.resolve()} is 64x48 = 0.00307 megapixels, over fltool's "
-                       "bound of 0.00307 megapixels; not decoded (raise the bound with FLTOOL_MAX_IMAGE_PIXELS=N if the "
-                       "image is real)")]
+    assert failed == [(str(video.resolve()), f"video {video.resolve()} is 64x48 = 0.00307 megapixels, over "
+                       "fltool's bound of 0.00307 megapixels; not decoded (raise the bound with "
+                       "FLTOOL_MAX_IMAGE_PIXELS=N if the image is real)")]
 
 
 def test_img_size_over_the_bound_is_a_usage_error_not_an_opencv_crash(tiny_layouts, tmp_path):

@@ -12,8 +12,13 @@ import torch
 from typer.testing import CliRunner
 
 from fltool.cli.main import app
-from fltool.engine.config_data import (NotData, escape_templates, parse_config_data, read_found_config,
-                                       read_found_config_file)
+from fltool.engine.config_data import (
+    NotData,
+    escape_templates,
+    parse_config_data,
+    read_found_config,
+    read_found_config_file,
+)
 from fltool.engine.workdir import onnx_config, resolve_run
 from fltool.errors import ConfigError
 

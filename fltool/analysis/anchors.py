@@ -24,8 +24,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from fltool.engine.runner import ProgressEvent, ProgressFn, _noop
 from fltool.errors import ConfigError, DataError
+from fltool.progress import ProgressEvent, ProgressFn, no_progress
 
 
 @dataclass
@@ -89,11 +89,11 @@ class AnchorStats:
 
 def _build_model(cfg: Any) -> Any:
     """The config's detector with random weights (assignment needs none), in eval mode."""
+    from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
 
     from fltool.analysis.assignment import check_anchor_head
     from fltool.engine import runner as rn
-    from mmdet.registry import MODELS
 
     rn.check_types(cfg)
     init_default_scope(cfg.get("default_scope", "mmdet"))
@@ -106,7 +106,7 @@ def _build_model(cfg: Any) -> Any:
     return model.eval()
 
 
-def anchor_statistics(opts: AnchorStatsOptions, progress: ProgressFn = _noop) -> AnchorStats:
+def anchor_statistics(opts: AnchorStatsOptions, progress: ProgressFn = no_progress) -> AnchorStats:
     """Count positive, negative and ignored anchors per image of a split (see the module docstring)."""
     from mmdet.models.utils import unpack_gt_instances
     from mmengine.runner import Runner

@@ -11,8 +11,9 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from fltool.engine.runner import ProgressFn, _noop
+from fltool.engine.runner import unwrap_dataset
 from fltool.errors import ConfigError
+from fltool.progress import ProgressFn, no_progress
 
 SPLITS = ("val", "test", "train")
 
@@ -71,13 +72,6 @@ def assign_logits(head: Any, cls_scores: Sequence[Tensor], batch_gt_instances: l
                           int((~counted).sum()))
 
 
-def _innermost_dataset(loader: Any) -> Any:
-    dataset = loader["dataset"]
-    while "dataset" in dataset and "ann_file" not in dataset:  # RepeatDataset/ClassBalancedDataset wrappers
-        dataset = dataset["dataset"]
-    return dataset
-
-
 def pipeline_with_boxes(pipeline: Sequence[dict]) -> List[dict]:
     """A test pipeline with the boxes loaded right after the image, so that resizing scales them with the image.
 
@@ -94,10 +88,10 @@ def pipeline_with_boxes(pipeline: Sequence[dict]) -> List[dict]:
 
 def split_loader_config(config: str, cfg_options: Union[Sequence[str], dict, None], work_dir: Optional[Path],
                         split: str, num_images: Optional[int] = None,
-                        progress: ProgressFn = _noop) -> Tuple[Any, dict]:
+                        progress: ProgressFn = no_progress) -> Tuple[Any, dict]:
     """(config, dataloader config) that reads a split's images (train images too) through the config's
     deterministic test pipeline, in order, with the boxes in the network input's coordinates."""
-    from fltool import compat
+    from fltool.engine import compat
     from fltool.engine import runner as rn
     from fltool.engine.config import load_config
 
@@ -114,12 +108,12 @@ def split_loader_config(config: str, cfg_options: Union[Sequence[str], dict, Non
     rn.check_data_paths(cfg, (split,))
 
     loader = copy.deepcopy(cfg[f"{split}_dataloader"].to_dict())
-    dataset = copy.deepcopy(_innermost_dataset(loader))
+    dataset = copy.deepcopy(unwrap_dataset(loader["dataset"]))
     pipeline = dataset.get("pipeline")
     if split == "train":  # no random flips or crops: the test split's pipeline
         for key in ("test_dataloader", "val_dataloader"):
             if cfg.get(key) is not None:
-                pipeline = _innermost_dataset(cfg[key].to_dict()).get("pipeline")
+                pipeline = unwrap_dataset(cfg[key].to_dict()["dataset"]).get("pipeline")
                 break
         else:
             pipeline = cfg.get("test_pipeline")

@@ -48,9 +48,9 @@ import torch
 from torch import Tensor
 
 from fltool.analysis.assignment import assign_logits, check_anchor_head, split_loader_config
-from fltool.engine.runner import ProgressEvent, ProgressFn, _noop
 from fltool.errors import CheckpointError, ConfigError, DataError
 from fltool.fileio import atomic_path, save_figure, write_json
+from fltool.progress import ProgressEvent, ProgressFn, no_progress
 
 DEFAULT_GAMMAS: Tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
 LOSS_SHARES: Tuple[float, ...] = (0.5, 0.9)  # the summary's "fraction of hardest samples carrying q of the loss"
@@ -184,12 +184,6 @@ class LossHistogram:
         x = torch.as_tensor(logits)
         self.add(x if positive else torch.neg(x))
 
-    def merge(self, other: "LossHistogram") -> None:
-        if (other.gammas, other.limit, other.bins_per_unit) != (self.gammas, self.limit, self.bins_per_unit):
-            raise ValueError("can only merge histograms with the same gammas and binning")
-        self.counts += other.counts
-        self.loss_sums += other.loss_sums
-
     def cdf(self, shares: Sequence[float] = LOSS_SHARES) -> SetCdf:
         """The curves and the hardest-sample fractions (see the module docstring for their accuracy)."""
         n = self.count
@@ -290,12 +284,13 @@ def _max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def run_loss_cdf(opts: LossCdfOptions, progress: ProgressFn = _noop) -> LossCdfResult:
+def run_loss_cdf(opts: LossCdfOptions, progress: ProgressFn = no_progress) -> LossCdfResult:
     """Run a checkpoint over a split's images and accumulate the loss CDF of its positive and negative samples."""
-    from fltool.engine import runner as rn
-    from fltool.engine.checkpoint import checkpoint_state_dict
     from mmdet.models.utils import unpack_gt_instances
     from mmengine.runner import Runner
+
+    from fltool.engine import runner as rn
+    from fltool.engine.checkpoint import checkpoint_state_dict
 
     start = time.time()
     rss_start = _max_rss_mb()
@@ -312,9 +307,7 @@ def run_loss_cdf(opts: LossCdfOptions, progress: ProgressFn = _noop) -> LossCdfR
     state = checkpoint_state_dict(ckpt, trust=opts.trust_checkpoint)
 
     with rn.captured_stdout(rn.stdout_log(cfg)):
-        runner = rn.build_runner(cfg)
-        rn.quiet_console_logging(runner)
-        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        runner, model = rn.built_runner_with_weights(cfg, None, str(ckpt))
         if not hasattr(model, "extract_feat") or not hasattr(model, "bbox_head"):
             raise ConfigError(f"the model is a {type(model).__name__}, not a single-stage detector",
                               "loss-cdf analyses single-stage detectors such as RetinaNet")

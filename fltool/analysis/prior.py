@@ -22,8 +22,6 @@ summary (JSON).
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import math
 import re
 import shutil
@@ -31,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Union
 
-from fltool.engine.runner import ProgressEvent, ProgressFn, _noop
 from fltool.errors import ConfigError, Interrupted, TrainingError
-from fltool.fileio import atomic_path, save_figure, write_json
+from fltool.fileio import atomic_path, json_digest, read_json, save_figure, write_json
+from fltool.progress import ProgressEvent, ProgressFn, no_progress
 
 DEFAULT_LOSSES = ("CE", "FL")
 DEFAULT_PRIORS = (0.01, 0.5)
@@ -155,40 +153,23 @@ def _settings(opts: PriorOptions, config_digest: str, loss: str, prior: float) -
             "max_iters": opts.max_iters, "seed": opts.seed, "cfg_options": list(opts.cfg_options or [])}
 
 
-def _hash(data: Any) -> str:
-    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _read_run(path: Path) -> Optional[dict]:
+def _recorded(run: PriorRun, settings: dict) -> bool:
+    """Fill ``run`` from its ``prior_run.json`` if that was made with ``settings``; whether it was."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+        record = read_json(run.work_dir / RUN_FILE)
+    except ConfigError:  # a damaged record: the run is made again
+        record = None
+    if not isinstance(record, dict) or record.get("settings_hash") != json_digest(settings):
+        return False
+    run.status, run.diverged_at, run.error = record["status"], record["diverged_at"], record["error"]
+    run.curve, run.metrics = record["curve"], record["metrics"]
+    return True
 
 
-def _train_command(opts: PriorOptions, run_dir: Path, loss_dict: dict, prior: float) -> str:
-    import shlex
-
-    from fltool.engine.sweep.grid import value_text
-
-    items = list(opts.cfg_options or [])
-    items += [f"model.bbox_head.loss_cls.{k}={value_text(v)}" for k, v in loss_dict.items()]
-    items.append(f"model.bbox_head.prior_prob={value_text(prior)}")
-    return shlex.join(["fltool", "train", opts.config, "--work-dir", str(run_dir), "--seed", str(opts.seed),
-                       "--max-iters", str(opts.max_iters), "--cfg-options", *items])
-
-
-def run_prior_experiment(opts: PriorOptions, progress: ProgressFn = _noop) -> PriorResult:
-    """Train every (loss, prior) pair not done yet and collect what each run did (see the module docstring)."""
-    from fltool.engine.config import load_config, parse_cfg_options, resolve_config
-    from fltool.engine.sweep.grid import config_digest
+def _losses(opts: PriorOptions) -> list[tuple[str, dict]]:
+    """(canonical name, loss_cls dict) of each loss preset asked for: presets that only change the loss."""
     from fltool.engine.sweep.presets import loss_preset, preset_head_options
-    from fltool.engine.train import TrainOptions, train
-    from fltool_plugins.prior import bias_prior
 
-    if opts.max_iters < 1:
-        raise ConfigError(f"--max-iters must be >= 1, got {opts.max_iters}")
-    priors = check_priors(opts.priors)
     losses = []
     for name in opts.losses:
         canonical, loss_dict = loss_preset(name)
@@ -197,72 +178,81 @@ def run_prior_experiment(opts: PriorOptions, progress: ProgressFn = _noop) -> Pr
         losses.append((canonical, loss_dict))
     if len({name for name, _ in losses}) != len(losses):
         raise ConfigError(f"a loss is listed twice in {list(opts.losses)}", "give each loss once")
+    return losses
+
+
+def _train_run(run: PriorRun, opts: PriorOptions, options: dict, first: bool, index: int, total: int,
+               progress: ProgressFn) -> None:
+    """Train one (loss, prior) run from the start, keeping its curve; a diverging loss is its result."""
+    from fltool.engine.train import TrainOptions, train
+
+    def record_iter(event: ProgressEvent) -> None:
+        if event.kind == "train_iter":
+            run.curve.append({"iteration": event.iteration,
+                              **{k: event.values[k] for k in CURVE_KEYS if k in event.values}})
+        progress(event)
+
+    if run.work_dir.exists():  # unfinished, or made with other settings: start it again
+        shutil.rmtree(run.work_dir)
+    try:
+        result = train(TrainOptions(config=opts.config, work_dir=run.work_dir, cfg_options=options, seed=opts.seed,
+                                    max_iters=opts.max_iters, data_check="check" if first else "skip"), record_iter)
+        run.status, run.metrics = "finished", {k: v for k, v in result.metrics.items() if k != "per_class_AP"}
+    except Interrupted as exc:
+        raise Interrupted(f"stopped in run {index}/{total} ({run.name}): {exc.message}", exc.exit_code - 128,
+                          "the same command continues: finished runs are kept, this one starts again") from None
+    except TrainingError as exc:
+        match = _NONFINITE.search(exc.message)
+        if match:  # NonFiniteLossHook: the loss of this iteration was not finite
+            run.status, run.diverged_at = "diverged", int(match.group(1))
+        else:
+            run.status = "failed"
+        run.error = exc.message
+
+
+def run_prior_experiment(opts: PriorOptions, progress: ProgressFn = no_progress) -> PriorResult:
+    """Train every (loss, prior) pair not done yet and collect what each run did (see the module docstring)."""
+    from fltool.engine.config import load_config, parse_cfg_options, resolve_config
+    from fltool.engine.sweep.grid import config_digest, value_text
+    from fltool.engine.sweep.records import train_command_line
+    from fltool_plugins.prior import bias_prior
+
+    if opts.max_iters < 1:
+        raise ConfigError(f"--max-iters must be >= 1, got {opts.max_iters}")
+    priors, losses = check_priors(opts.priors), _losses(opts)
     base_options = parse_cfg_options(opts.cfg_options)
     cfg = load_config(opts.config, base_options)  # checks the config and the options before hours of training
-    test_cfg = (cfg.get("model") or {}).get("test_cfg") or {}
-    score_thr = test_cfg.get("score_thr")
+    score_thr = ((cfg.get("model") or {}).get("test_cfg") or {}).get("score_thr")
     digest = config_digest(resolve_config(opts.config))
-    work_dir = Path(opts.work_dir)
-
-    runs, trained, reused, first = [], 0, 0, True
-    total = len(losses) * len(priors)
+    runs, trained, reused, total = [], 0, 0, len(losses) * len(priors)
     for loss_name, loss_dict in losses:
         for prior in priors:
             bias = bias_prior(prior) + 0.0  # -log(1) is -0.0
-            run = PriorRun(loss_name, prior, bias, work_dir / run_name(loss_name, prior), score_thr=score_thr)
-            run.train_command = _train_command(opts, run.work_dir, loss_dict, prior)
+            run = PriorRun(loss_name, prior, bias, Path(opts.work_dir) / run_name(loss_name, prior),
+                           score_thr=score_thr)
+            items = [*list(opts.cfg_options or []),
+                     *[f"model.bbox_head.loss_cls.{k}={value_text(v)}" for k, v in loss_dict.items()],
+                     f"model.bbox_head.prior_prob={value_text(prior)}"]
+            run.train_command = train_command_line(opts.config, run.work_dir, opts.seed, opts.max_iters, items)
             settings = _settings(opts, digest, loss_name, prior)
-            record = _read_run(run.work_dir / RUN_FILE)
-            if record is not None and record.get("settings_hash") == _hash(settings):
-                run.status, run.diverged_at, run.error = record["status"], record["diverged_at"], record["error"]
-                run.curve, run.metrics = record["curve"], record["metrics"]
-                runs.append(run)
+            runs.append(run)
+            if _recorded(run, settings):
                 reused += 1
                 continue
-            if run.work_dir.exists():  # unfinished, or made with other settings: start it again
-                shutil.rmtree(run.work_dir)
-            index = len(runs) + 1
+            index = len(runs)
             progress(ProgressEvent("sweep_run", f"run {index}/{total}: {loss_name}, pi = {prior:g} "
                                                 f"(bias {run.bias:.3f})", iteration=index, max_iters=total))
-            curve: List[dict] = []
-
-            def record_iter(event: ProgressEvent, curve: List[dict] = curve) -> None:
-                if event.kind == "train_iter":
-                    curve.append({"iteration": event.iteration,
-                                  **{k: event.values[k] for k in CURVE_KEYS if k in event.values}})
-                progress(event)
-
             options = {**base_options, "model.bbox_head.loss_cls": dict(_delete_=True, **loss_dict),
                        "model.bbox_head.prior_prob": prior}
-            try:
-                result = train(TrainOptions(config=opts.config, work_dir=run.work_dir, cfg_options=options,
-                                            seed=opts.seed, max_iters=opts.max_iters,
-                                            data_check="check" if first else "skip"), record_iter)
-                run.status, run.metrics = "finished", {k: v for k, v in result.metrics.items()
-                                                       if k != "per_class_AP"}
-            except Interrupted as exc:
-                raise Interrupted(f"stopped in run {index}/{total} ({run.name}): {exc.message}", exc.exit_code - 128,
-                                  "the same command continues: finished runs are kept, this one starts again") \
-                    from None
-            except TrainingError as exc:
-                match = _NONFINITE.search(exc.message)
-                if match:  # NonFiniteLossHook: the loss of this iteration was not finite
-                    run.status, run.diverged_at = "diverged", int(match.group(1))
-                else:
-                    run.status = "failed"
-                run.error = exc.message
-            first = False
-            run.curve = curve
+            _train_run(run, opts, options, trained == 0, index, total, progress)
             trained += 1
-            write_json(run.work_dir / RUN_FILE, {"settings_hash": _hash(settings), "settings": settings,
+            write_json(run.work_dir / RUN_FILE, {"settings_hash": json_digest(settings), "settings": settings,
                                                  **run.to_dict()})
             progress(ProgressEvent("sweep_run_end", f"run {index}/{total} {run.name}: {run.verdict}",
                                    iteration=index, max_iters=total, values=dict(run.metrics)))
-            runs.append(run)
-    notes = []
-    if score_thr is None:
-        notes.append("the config has no model.test_cfg.score_thr: collapse is judged against 0.05")
-    return PriorResult(str(opts.config), work_dir, opts.max_iters, opts.seed, runs, trained, reused, notes)
+    notes = [] if score_thr is not None else ["the config has no model.test_cfg.score_thr: collapse is judged "
+                                              "against 0.05"]
+    return PriorResult(str(opts.config), Path(opts.work_dir), opts.max_iters, opts.seed, runs, trained, reused, notes)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

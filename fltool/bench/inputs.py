@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
-from fltool.engine.runner import ProgressEvent, ProgressFn
 from fltool.errors import ConfigError, DataError
+from fltool.progress import ProgressEvent, ProgressFn
 
 #: The paper's test scales (Table 1e), used when neither --scales nor the config's ``fltool_bench_scales`` says.
 PAPER_SCALES = (400, 500, 600, 700, 800)
@@ -126,9 +126,8 @@ def _copy_for_transform(results: dict) -> dict:
 
 def load_images(cfg: Any, load_part: list, cache: dict, progress: ProgressFn) -> Images:
     """Build the test dataset (without its pipeline) and run the load part once per image; cached per dataset."""
-    from mmengine.dataset import Compose
-
     from mmdet.registry import DATASETS
+    from mmengine.dataset import Compose
 
     ds_cfg = plain(cfg.test_dataloader.dataset)
     ds_cfg["pipeline"] = []

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from fltool.bench.accuracy import METRIC_KEYS
 from fltool.bench.timing import LatencyStats
+from fltool.engine.metrics import METRIC_KEYS
 from fltool.errors import StackError
 from fltool.fileio import atomic_path, save_figure, write_json
 
@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 RESULTS_SCHEMA = "fltool.bench.speed_accuracy/2"  # /2: the backend column
 #: One row of results.csv (and one entry of results.json's "points"), in this order.
 CSV_COLUMNS = ("model", "backend", "config", "checkpoint", "scale", "input_hw", "num_images", *METRIC_KEYS,
-               "median_ms", "p90_ms", "mean_ms", "images_per_s", "cpu_ms", "cpu_util", "timed_iters", "warmup_iters", "load_ms",
+               "median_ms", "p90_ms", "mean_ms", "images_per_s", "cpu_ms", "cpu_util", "timed_iters", "warmup_iters",
+               "load_ms",
                "transform_ms", "params", "flops", "device", "threads", "batch_size", "fuse_conv_bn", "pareto")
 
 
@@ -60,7 +61,8 @@ class BenchPoint:
 
     def row(self) -> dict:
         """One results.csv / results.json row, keyed by CSV_COLUMNS."""
-        values = dict(model=self.model, backend=self.backend, config=self.config, checkpoint=self.checkpoint, scale=self.scale,
+        values = dict(model=self.model, backend=self.backend, config=self.config, checkpoint=self.checkpoint,
+                      scale=self.scale,
                       input_hw=self.input_hw, num_images=self.num_images,
                       **{k: self.metrics.get(k) for k in METRIC_KEYS},
                       median_ms=self.latency.median_ms, p90_ms=self.latency.p90_ms, mean_ms=self.latency.mean_ms,
@@ -163,7 +165,8 @@ def write_results_json(result: BenchResult, opts: BenchOptions) -> Path:
                  "scale": "short side set in the test pipeline's Resize (long side capped by the config's ratio)"},
         "environment": result.environment,
         "settings": {"num_images": opts.num_images, "warmup": opts.warmup, "min_iters": opts.min_iters,
-                     "fuse_conv_bn": opts.fuse_conv_bn, "backends": list(opts.backends), "scales": list(opts.scales) if opts.scales else None,
+                     "fuse_conv_bn": opts.fuse_conv_bn, "backends": list(opts.backends),
+                     "scales": list(opts.scales) if opts.scales else None,
                      "cfg_options": opts.cfg_options, "paper": opts.paper},
         "images_loaded": result.images_loaded,
         "wall_s": round(result.wall_s, 1),

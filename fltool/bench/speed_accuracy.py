@@ -3,7 +3,7 @@
 For every (model, scale) point, on the same validation images (read and decoded once per run, then resized per
 scale: :mod:`fltool.bench.inputs`):
 
-- accuracy: COCO AP, AP50, AP75, APs, APm, APl on exactly the images run (:mod:`fltool.bench.accuracy`). Without a
+- accuracy: COCO AP, AP50, AP75, APs, APm, APl on exactly the images run (:mod:`fltool.engine.metrics`). Without a
   checkpoint the model keeps its config's initialisation and AP is None ("n/a").
 - speed: latency per image, batch size 1, from the image tensor to the final detections: the model's
   ``data_preprocessor`` (normalise, pad, move to the device) and ``model(..., mode='predict')`` (network, box
@@ -28,14 +28,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
-from fltool.bench.accuracy import METRIC_KEYS, subset_evaluator_cfg, subset_metrics
 from fltool.bench.inputs import config_scales, load_images, pack_at_scale, parse_scales, split_pipeline
-from fltool.bench.report import (BenchPoint, BenchResult, backend_notes, load_paper_reference, pareto_front, plot_speed_accuracy,
-                                 write_csv, write_results_json)
+from fltool.bench.report import (
+    BenchPoint,
+    BenchResult,
+    backend_notes,
+    load_paper_reference,
+    pareto_front,
+    plot_speed_accuracy,
+    write_csv,
+    write_results_json,
+)
 from fltool.bench.timing import LatencyStats, check_device, device_name, time_steps, timing_notes
-from fltool.deploy.backends import BENCH_BACKENDS, parse_backends
-from fltool.engine.runner import ProgressEvent, ProgressFn, _noop
+from fltool.engine.backends import BENCH_BACKENDS, parse_backends
+from fltool.engine.metrics import METRIC_KEYS, subset_evaluator_cfg, subset_metrics
 from fltool.errors import CheckpointError, ConfigError
+from fltool.progress import ProgressEvent, ProgressFn, no_progress
 
 NO_CHECKPOINT = ("none", "-")
 
@@ -160,12 +168,8 @@ def _build_model(cfg: Any, spec: ModelSpec, state: Optional[dict], opts: BenchOp
 
     from fltool.engine import runner as rn
 
-    runner = rn.build_runner(cfg)
-    rn.quiet_console_logging(runner)
-    model = runner.model.module if hasattr(runner.model, "module") else runner.model
-    if state is not None:
-        rn.load_weights_strict(model, state, str(spec.checkpoint))
-    else:
+    runner, model = rn.built_runner_with_weights(cfg, state, str(spec.checkpoint))
+    if state is None:
         model.init_weights()  # the config's init (e.g. the classifier prior), not torch's defaults
     if opts.fuse_conv_bn:
         from mmcv.cnn import fuse_conv_bn
@@ -200,7 +204,8 @@ def _bench_model(spec: ModelSpec, opts: BenchOptions, device: str, work_dir: Pat
         n = len(images.results)
         if n < opts.num_images:
             notes.append(f"{spec.label}: the test set has {n} images, fewer than --num-images {opts.num_images}")
-        evaluator_cfg = subset_evaluator_cfg(cfg, images, work_dir) if state is not None else None
+        evaluator_cfg = (subset_evaluator_cfg(cfg, images.img_ids, work_dir, images.subset_anns)
+                         if state is not None else None)
 
         models = {"pytorch": model}
         if "mmdet" in opts.backends:  # stock MMDetection: the same weights, NCHW (no channels-last conversion)
@@ -225,7 +230,7 @@ def _bench_model(spec: ModelSpec, opts: BenchOptions, device: str, work_dir: Pat
                 metrics: dict = dict.fromkeys(METRIC_KEYS)
                 if evaluator_cfg is not None:
                     progress(ProgressEvent("stage", f"{where}: evaluating"))
-                    metrics = subset_metrics(runner, evaluator_cfg, images, batches, timing.outputs)
+                    metrics = subset_metrics(runner, evaluator_cfg, images.metainfo, batches, timing.outputs)
 
                 point = BenchPoint(model=spec.label, config=spec.config,
                                    checkpoint=str(spec.checkpoint) if spec.checkpoint else None, scale=scale,
@@ -276,12 +281,12 @@ def _onnxruntime_model(cfg: Any, model: Any, spec: ModelSpec, metainfo: dict, wo
     return onnx_detector(out, cfg.model.get("data_preprocessor"))
 
 
-def run_speed_accuracy(opts: BenchOptions, progress: ProgressFn = _noop,
+def run_speed_accuracy(opts: BenchOptions, progress: ProgressFn = no_progress,
                        on_point: Optional[PointFn] = None) -> BenchResult:
     """Measure every (model, scale) point; write results.csv, results.json and speed_accuracy.png."""
     import torch
 
-    from fltool import compat
+    from fltool.engine import compat
 
     start = time.time()
     compat.apply()

@@ -8,8 +8,17 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from fltool.cli.common import (CfgOptionsOpt, CheckpointArg, ConfigArg, WorkDirOpt, command, console, err_console,
-                               new_app, table)
+from fltool.cli.common import (
+    CfgOptionsOpt,
+    CheckpointArg,
+    ConfigArg,
+    WorkDirOpt,
+    command,
+    console,
+    err_console,
+    new_app,
+    table,
+)
 from fltool.cli.dataopts import DataOpt, FormatOpt, ImgSizeOpt, ValFractionOpt, data_options, with_data
 from fltool.cli.progress import ProgressDisplay
 
@@ -120,7 +129,8 @@ def loss_curves(
     Computed with fltool's own FL/FL* functions and checked against the paper's formulas
     (the table shows the largest relative difference per backend). Writes a PNG and a CSV per figure.
     """
-    from fltool.analysis.loss_curves import loss_curves as compute, save_loss_curves
+    from fltool.analysis.loss_curves import loss_curves as compute
+    from fltool.analysis.loss_curves import save_loss_curves
 
     curves = compute()
     written = save_loss_curves(curves, work_dir)

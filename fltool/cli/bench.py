@@ -13,14 +13,14 @@ from typing_extensions import Annotated
 
 from fltool.cli.common import CfgOptionsOpt, command, console, err_console, new_app, table
 from fltool.cli.dataopts import DataOpt, FormatOpt, ImgSizeOpt, ValFractionOpt, bench_data_configs, data_options
-from fltool.engine.runner import ProgressEvent
+from fltool.engine.metrics import METRIC_KEYS
+from fltool.progress import ProgressEvent
 
 app = new_app("Benchmarks of whole models: speed against accuracy across test scales.")
 
 DEFAULT_WORK_DIR = Path("work_dirs/speed_accuracy")
 
 
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 def _ms(value: float) -> str:
@@ -36,7 +36,7 @@ def points_tables(points: List[Any], data_time: bool = False) -> List[Any]:
         mine = [p for p in points if p.series == series]
         rows = []
         for p in mine:
-            ap = [None if p.metrics.get(k) is None else f"{100 * p.metrics[k]:.1f}" for k in METRICS]
+            ap = [None if p.metrics.get(k) is None else f"{100 * p.metrics[k]:.1f}" for k in METRIC_KEYS]
             rows.append([f"{p.scale}{'*' if p.pareto else ''}", *ap, _ms(p.latency.median_ms),
                          _ms(p.latency.p90_ms), _ms(p.cpu_ms), f"{p.latency.images_per_s:.1f}",
                          f"{p.flops / 1e9:.2f}"])
@@ -161,8 +161,8 @@ def speed_accuracy(
     Pareto front marked) to the work dir.
     """
     from fltool.bench.inputs import parse_scales
-    from fltool.deploy.backends import BENCH_BACKENDS, parse_backends
     from fltool.bench.speed_accuracy import BenchOptions, run_speed_accuracy
+    from fltool.engine.backends import BENCH_BACKENDS, parse_backends
 
     configs = bench_data_configs(configs, data_options(data, data_format, val_fraction, img_size),
                                  work_dir or DEFAULT_WORK_DIR)
@@ -178,7 +178,8 @@ def speed_accuracy(
     env = result.environment
     caption = (f"AP in % on the first {result.points[0].num_images if result.points else 0} val images. ms: median "
                f"latency per image (p90: 90th percentile), batch 1, {env['device']} ({env['device_name']}), "
-               f"threads={env['threads']}{' (torch and ONNX Runtime intra-op)' if len(opts.backends) > 1 else ''}; cpu ms: the process's CPU time per image. * = on the Pareto front. "
+               f"threads={env['threads']}{' (torch and ONNX Runtime intra-op)' if len(opts.backends) > 1 else ''}; "
+               "cpu ms: the process's CPU time per image. * = on the Pareto front. "
                f"{result.wall_s:.0f} s")
     for t in points_tables(result.points, data_time):
         console.print(t)

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
-from typer.core import TyperCommand
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand
 from typing_extensions import Annotated
 
+from fltool.engine.metrics import METRIC_KEYS
 from fltool.errors import FltoolError, from_os_error
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
@@ -42,7 +43,7 @@ def _fail(message: str, exit_code: int) -> None:
     if debug_enabled():
         traceback.print_exc()
     print(f"fltool: error: {message}", file=sys.stderr, flush=True)
-    from fltool.compat import exit_distributed
+    from fltool.engine.compat import exit_distributed
 
     exit_distributed(exit_code)  # a distributed run: exit now, before a teardown that can abort (compat item 6)
     raise typer.Exit(exit_code)
@@ -69,7 +70,7 @@ def handle_errors(func: Callable) -> Callable:
             text = " ".join(str(exc).split())[:300]
             _fail(f"internal error: {type(exc).__name__}: {text} "
                   "(this is a bug in fltool or its stack; rerun with FLTOOL_DEBUG=1 for the traceback)", 1)
-        from fltool.compat import end_distributed
+        from fltool.engine.compat import end_distributed
 
         end_distributed()  # a distributed run that succeeded: destroy its group and exit 0 now (compat item 6)
         return result
@@ -151,15 +152,16 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-class Backend(str, Enum):
-    """The runtimes of fltool.deploy.backends (eval and predict take one)."""
+class BackendName(str, Enum):
+    """The runtimes of fltool.engine.backends (eval and predict take one)."""
 
     pytorch = "pytorch"
     onnxruntime = "onnxruntime"
 
 
 # Shared option aliases: declared once, used by every command that takes them.
-ConfigArg = Annotated[str, typer.Argument(help="Config file, or the name of one under configs/ (see `fltool train --list`).",
+ConfigArg = Annotated[str, typer.Argument(help="Config file, or the name of one under configs/ "
+                                               "(see `fltool train --list`).",
                                           show_default=False)]
 CheckpointArg = Annotated[Path, typer.Argument(help="Checkpoint (.pth) to load.", show_default=False)]
 WorkDirOpt = Annotated[Optional[Path], typer.Option("--work-dir", help="Output folder (default: the config's work_dir, "
@@ -167,3 +169,31 @@ WorkDirOpt = Annotated[Optional[Path], typer.Option("--work-dir", help="Output f
 CfgOptionsOpt = Annotated[Optional[List[str]], typer.Option(
     "--cfg-options", help="Override config keys, MMEngine syntax: key=value (repeatable; a.b=1, a=[1,2], a=(1,2)). "
                           "Prefix a key with + to add one the config does not have.")]
+
+
+class Launcher(str, Enum):
+    none = "none"
+    pytorch = "pytorch"
+    slurm = "slurm"
+
+
+class DataCheck(str, Enum):
+    check = "check"
+    skip = "skip"
+    drop = "drop"
+
+
+
+TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow full unpickling of the checkpoint (only "
+                                        "for files from a source you trust; default: tensors only).")]
+LauncherOpt = Annotated[Launcher, typer.Option("--launcher", help="Job launcher: none, pytorch (torchrun) or slurm.")]
+LocalRankOpt = Annotated[Optional[int], typer.Option(
+    "--local-rank", "--local_rank", hidden=True, help="Set by torch.distributed.launch; torchrun uses $LOCAL_RANK.")]
+
+
+def metrics_table(metrics: dict, title: str, caption: str) -> Any:
+    return table(title, ["metric", "value"], [[k, metrics.get(k)] for k in METRIC_KEYS], caption=caption)
+
+
+def per_class_table(per_class: dict, caption: str) -> Any:
+    return table("per-class AP", ["class", "AP"], [[k, v] for k, v in per_class.items()], caption=caption)

@@ -52,7 +52,7 @@ def with_data(config: str, data_opts: Any, work_dir: Optional[Path], progress: A
     if data_opts is None:
         return config, work_dir
     from fltool.engine.datasource import inference_config
-    from fltool.engine.runner import ProgressEvent
+    from fltool.progress import ProgressEvent
 
     generated = inference_config(config, data_opts, work_dir, progress=progress)
     for note in generated.notes:

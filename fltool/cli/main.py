@@ -6,18 +6,21 @@ import json
 import typer
 from typing_extensions import Annotated
 
-from fltool import __version__
-from fltool.cli import analyze, bench, data, export, predict, runs, sweep
+from fltool.about import VERSION as __version__
+from fltool.cli import analyze, bench, data, evaluate, export, predict, sweep, train
 from fltool.cli.common import command, console, new_app, table
 
+# One module per command (train, eval, predict, sweep, export: plain functions, importable and testable) or command
+# group (bench, analyze, data: a Typer sub-app each); this module joins them into the ``fltool`` command.
 app = new_app("fltool: Focal Loss and RetinaNet on MMDetection. Train, evaluate, benchmark and analyse detectors.")
+command(app, "train")(train.train)
+command(app, "eval")(evaluate.evaluate)
+command(app, "predict")(predict.predict)
+command(app, "sweep", help=sweep.SWEEP_HELP)(sweep.sweep)
+command(app, "export")(export.export)
 app.add_typer(bench.app, name="bench")
 app.add_typer(analyze.app, name="analyze")
 app.add_typer(data.app, name="data")
-runs.register(app)
-predict.register(app)
-sweep.register(app)
-export.register(app)
 
 
 def _version(value: bool) -> None:

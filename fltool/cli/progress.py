@@ -6,10 +6,18 @@ import time
 from typing import Any, Optional
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from fltool.engine.runner import ProgressEvent
+from fltool.engine.metrics import METRIC_KEYS
+from fltool.progress import ProgressEvent
 
 LOSS_ORDER = ("loss", "loss_cls", "loss_bbox")
 
@@ -33,8 +41,7 @@ def _train_info(values: dict, epoch: int = 0) -> str:
 
 
 def metrics_line(metrics: dict) -> str:
-    keys = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-    return "  ".join(f"{k} {metrics[k]:.3f}" for k in keys if k in metrics and metrics[k] is not None)
+    return "  ".join(f"{k} {metrics[k]:.3f}" for k in METRIC_KEYS if k in metrics and metrics[k] is not None)
 
 
 class ProgressDisplay:

@@ -8,12 +8,11 @@ import typer
 from rich.console import Console
 from typing_extensions import Annotated
 
-from fltool.cli.common import CfgOptionsOpt, command, console, err_console, fmt, table
+from fltool.cli.common import CfgOptionsOpt, Launcher, LauncherOpt, LocalRankOpt, console, err_console, fmt, table
 from fltool.cli.dataopts import DataOpt, FormatOpt, ImgSizeOpt, ValFractionOpt, data_options, sweep_data_config
 from fltool.cli.progress import ProgressDisplay, metrics_line
-from fltool.cli.runs import Launcher, LauncherOpt, LocalRankOpt
-from fltool.engine.runner import ProgressEvent
 from fltool.engine.sweep import LOSS_PRESETS, TABLE_METRICS
+from fltool.progress import ProgressEvent
 
 _PRESET_LINES = "\n".join(f"          {name:4} {preset.doc}" for name, preset in LOSS_PRESETS.items())
 
@@ -129,67 +128,64 @@ def _print_points(grid: Any, sweep_dir: Path, seeds: list, listing: list) -> Non
     console.print(t)
 
 
-def register(app: typer.Typer) -> None:
-    """Add the sweep command to the root app."""
+def sweep(
+    config: Annotated[Optional[str], typer.Argument(
+        help="Config file or name (see `fltool train --list`); with --data, the model and schedule (default "
+             "retinanet_r18-gn_scratch).", show_default=False)] = None,
+    set_: Annotated[Optional[List[str]], typer.Option(
+        "--set", "-s", help="An axis: KEY=V1,V2,... (repeatable; loss.X = model.bbox_head.loss_cls.X; "
+                            "loss=PRESET,... for whole losses).", show_default=False)] = None,
+    seeds: Annotated[Optional[str], typer.Option(
+        "--seeds", callback=_check_seeds, help="Seeds, comma-separated: every point runs once per seed "
+                                               "(default: the seeds recorded in the sweep folder, else 0).",
+        show_default=False)] = None,
+    work_dir: Annotated[Optional[Path], typer.Option(
+        "--work-dir", help="The sweep folder (default: work_dirs/sweep_<config name>).")] = None,
+    cfg_options: CfgOptionsOpt = None,
+    max_iters: Annotated[Optional[int], typer.Option(
+        "--max-iters", min=1, help="Train every run this many iterations (LR schedule scaled).")] = None,
+    deterministic: Annotated[bool, typer.Option("--deterministic", help="Deterministic algorithms.")] = False,
+    launcher: LauncherOpt = Launcher.none,
+    list_points: Annotated[bool, typer.Option(
+        "--list-points", help="Print the numbered points (and which seeds finished) and exit.")] = False,
+    point: Annotated[Optional[int], typer.Option(
+        "--point", min=0, help="Run only point I (all seeds), e.g. one slurm array task each.")] = None,
+    report_only: Annotated[bool, typer.Option(
+        "--report-only", help="Build the table from the finished runs; train nothing.")] = False,
+    local_rank: LocalRankOpt = None,
+    data: DataOpt = None,
+    data_format: FormatOpt = None,
+    val_fraction: ValFractionOpt = None,
+    img_size: ImgSizeOpt = None,
+) -> None:
+    from fltool.engine.sweep import SweepOptions, run_sweep
+    from fltool.engine.sweep import list_points as engine_list_points
+    from fltool.errors import TrainingError
 
-    @command(app, "sweep", help=SWEEP_HELP)
-    def sweep(
-        config: Annotated[Optional[str], typer.Argument(
-            help="Config file or name (see `fltool train --list`); with --data, the model and schedule (default "
-                 "retinanet_r18-gn_scratch).", show_default=False)] = None,
-        set_: Annotated[Optional[List[str]], typer.Option(
-            "--set", "-s", help="An axis: KEY=V1,V2,... (repeatable; loss.X = model.bbox_head.loss_cls.X; "
-                                "loss=PRESET,... for whole losses).", show_default=False)] = None,
-        seeds: Annotated[Optional[str], typer.Option(
-            "--seeds", callback=_check_seeds, help="Seeds, comma-separated: every point runs once per seed "
-                                                   "(default: the seeds recorded in the sweep folder, else 0).",
-            show_default=False)] = None,
-        work_dir: Annotated[Optional[Path], typer.Option(
-            "--work-dir", help="The sweep folder (default: work_dirs/sweep_<config name>).")] = None,
-        cfg_options: CfgOptionsOpt = None,
-        max_iters: Annotated[Optional[int], typer.Option(
-            "--max-iters", min=1, help="Train every run this many iterations (LR schedule scaled).")] = None,
-        deterministic: Annotated[bool, typer.Option("--deterministic", help="Deterministic algorithms.")] = False,
-        launcher: LauncherOpt = Launcher.none,
-        list_points: Annotated[bool, typer.Option(
-            "--list-points", help="Print the numbered points (and which seeds finished) and exit.")] = False,
-        point: Annotated[Optional[int], typer.Option(
-            "--point", min=0, help="Run only point I (all seeds), e.g. one slurm array task each.")] = None,
-        report_only: Annotated[bool, typer.Option(
-            "--report-only", help="Build the table from the finished runs; train nothing.")] = False,
-        local_rank: LocalRankOpt = None,
-        data: DataOpt = None,
-        data_format: FormatOpt = None,
-        val_fraction: ValFractionOpt = None,
-        img_size: ImgSizeOpt = None,
-    ) -> None:
-        from fltool.engine.sweep import SweepOptions, list_points as engine_list_points, run_sweep
-        from fltool.errors import TrainingError
+    config, work_dir = sweep_data_config(config, data_options(data, data_format, val_fraction, img_size),
+                                         work_dir)
 
-        config, work_dir = sweep_data_config(config, data_options(data, data_format, val_fraction, img_size),
-                                             work_dir)
-
-        opts = SweepOptions(config=config, axes=list(set_ or []), seeds=_parse_seeds(seeds), work_dir=work_dir,
-                            cfg_options=list(cfg_options or []) or None, max_iters=max_iters,
-                            deterministic=deterministic, launcher=launcher.value, point=point,
-                            report_only=report_only)
-        if list_points:
-            _print_points(*engine_list_points(opts))
-            return
-        with SweepDisplay(err_console) as display:
-            result = run_sweep(opts, progress=display)
-        if not result.is_main:  # another rank of a distributed sweep: rank 0 reports
-            return
-        console.print(_results_table(result))
-        done = (f"trained {result.trained} run(s) ({result.resumed} resumed), skipped {result.skipped} finished"
-                if not report_only else "report only: nothing trained")
-        console.print(done, highlight=False)
-        for name, path in result.files.items():
-            console.print(f"{name + ':':9} {path}", highlight=False)
-        console.print(f"regenerate this table: {result.report_command}", highlight=False, soft_wrap=True)
-        for note in result.notes:
-            err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
-        if result.failed:
-            more = f" (and {len(result.failed) - 1} more)" if len(result.failed) > 1 else ""
-            raise TrainingError(f"{len(result.failed)} run(s) of the sweep failed: {result.failed[0]}{more}",
-                                "the table leaves them out; run the same command again to retry them")
+    opts = SweepOptions(config=config, axes=list(set_ or []), seeds=_parse_seeds(seeds), work_dir=work_dir,
+                        cfg_options=list(cfg_options or []) or None, max_iters=max_iters,
+                        deterministic=deterministic, launcher=launcher.value, point=point,
+                        report_only=report_only)
+    if list_points:
+        _print_points(*engine_list_points(opts))
+        return
+    with SweepDisplay(err_console) as display:
+        result = run_sweep(opts, progress=display)
+    if not result.is_main:  # another rank of a distributed sweep: rank 0 reports
+        return
+    console.print(_results_table(result))
+    done = (f"trained {result.trained} run(s) ({result.resumed} resumed), skipped {result.skipped} finished"
+            if not report_only else "report only: nothing trained")
+    console.print(done, highlight=False)
+    for name, path in result.files.items():
+        console.print(f"{name + ':':9} {path}", highlight=False)
+    console.print(f"regenerate this table: {result.report_command}", highlight=False, soft_wrap=True)
+    for note in result.notes:
+        err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    if result.failed:
+        more = f" (and {len(result.failed) - 1} more)" if len(result.failed) > 1 else ""
+        raise TrainingError(f"{len(result.failed)} run(s) of the sweep failed: {result.failed[0]}{more}",
+                            "the table leaves them out; run the same command again to retry them")

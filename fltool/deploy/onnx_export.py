@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from fltool.engine.runner import ProgressEvent, ProgressFn, _noop
 from fltool.errors import ConfigError, StackError
 from fltool.fileio import write_json
+from fltool.progress import ProgressEvent, ProgressFn, no_progress
 
 #: NonMaxSuppression and TopK with a computed k need opset 11; the TorchScript exporter stops at 20.
 MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 11, 20, 17
@@ -128,7 +128,7 @@ def export_model(model: Any, cfg: Any, out: Path, *, classes: Sequence[str], img
         import onnx
     except ImportError:
         raise StackError("the onnx package is not installed", "rerun scripts/setup.sh (pip install onnx)") from None
-    from fltool import __version__
+    from fltool.about import VERSION as __version__
     from fltool.deploy.graph import INPUT_NAME, OUTPUT_NAMES
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
@@ -186,9 +186,9 @@ def export_model(model: Any, cfg: Any, out: Path, *, classes: Sequence[str], img
     return meta
 
 
-def export_onnx(opts: ExportOptions, progress: ProgressFn = _noop) -> ExportResult:
+def export_onnx(opts: ExportOptions, progress: ProgressFn = no_progress) -> ExportResult:
     """Find the run, load its weights strictly, export, check. Returns where the file went and what was found."""
-    from fltool import compat
+    from fltool.engine import compat
     from fltool.engine import runner as rn
     from fltool.engine.checkpoint import checkpoint_state_dict
     from fltool.engine.evaluate import EvalOptions, prepare_eval_config
@@ -220,10 +220,7 @@ def export_onnx(opts: ExportOptions, progress: ProgressFn = _noop) -> ExportResu
         tuple((cfg.test_dataloader.dataset.get("metainfo") or {}).get("classes") or ())
 
     with rn.captured_stdout(rn.stdout_log(cfg)):
-        runner = rn.build_runner(cfg)
-        rn.quiet_console_logging(runner)
-        model = runner.model.module if hasattr(runner.model, "module") else runner.model
-        rn.load_weights_strict(model, state, str(run.checkpoint))
+        runner, model = rn.built_runner_with_weights(cfg, state, str(run.checkpoint))
         model.eval()
         num_classes = int(getattr(getattr(model, "bbox_head", None), "num_classes", 0) or 0)
         if len(classes) != num_classes:

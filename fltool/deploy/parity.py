@@ -13,12 +13,11 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from fltool.engine.runner import ProgressEvent, ProgressFn, _noop
+from fltool.progress import ProgressEvent, ProgressFn, no_progress
 
 IOU_MIN = 0.99
 SCORE_TOL = 1e-3
@@ -121,14 +120,14 @@ def onnx_detector(onnx_file: Any, data_preprocessor: Any, threads: Any = None) -
     return OnnxRuntimeDetector(onnx_file=str(onnx_file), data_preprocessor=prep, threads=threads).eval()
 
 
-def check_parity(runner: Any, model: Any, onnx_file: Any, progress: ProgressFn = _noop,
+def check_parity(runner: Any, model: Any, onnx_file: Any, progress: ProgressFn = no_progress,
                  subset: bool = False) -> ParityReport:
     """Run the test set through ``model`` (PyTorch) and ``onnx_file`` (ONNX Runtime); compare (module docstring).
     ``subset``: the test set is the first images of the split (its AP is then taken on those images only)."""
     import torch
 
     from fltool.engine import runner as rn
-    from fltool.engine.train import coco_metrics
+    from fltool.engine.metrics import coco_metrics, subset_evaluator_cfg
 
     onnx_model = onnx_detector(onnx_file, runner.cfg.model.get("data_preprocessor"))
     post = onnx_model.backend.meta.postprocess
@@ -136,11 +135,8 @@ def check_parity(runner: Any, model: Any, onnx_file: Any, progress: ProgressFn =
     evaluator_cfg = runner.cfg.test_evaluator
     if subset:
         # a subset of the split (--check-images): AP against an annotation file of only those images, like bench
-        from fltool.bench.accuracy import subset_evaluator_cfg
-
         ids = [loader.dataset.get_data_info(i)["img_id"] for i in range(len(loader.dataset))]
-        evaluator_cfg = subset_evaluator_cfg(runner.cfg, SimpleNamespace(img_ids=ids, subset_anns={}),
-                                             Path(runner.cfg.work_dir))
+        evaluator_cfg = subset_evaluator_cfg(runner.cfg, ids, Path(runner.cfg.work_dir), {})
     evaluators = [runner.build_evaluator(copy.deepcopy(evaluator_cfg)) for _ in range(2)]
     for ev in evaluators:
         ev.dataset_meta = loader.dataset.metainfo

@@ -1,7 +1,7 @@
 """Loading checkpoints safely.
 
 Every checkpoint MMEngine reads from local disk (resume, ``load_from``, ``fltool eval``) goes through
-:func:`load_local_checkpoint` (registered by :mod:`fltool.compat`). It uses ``torch.load(weights_only=True)``:
+:func:`load_local_checkpoint` (registered by :mod:`fltool.engine.compat`). It uses ``torch.load(weights_only=True)``:
 tensors and plain Python values only, so a file carrying a pickled payload cannot execute code. fltool's own
 checkpoints are written in that form (``fltool_plugins.hooks.checkpoint``); MMEngine checkpoints from elsewhere
 hold ``HistoryBuffer``/numpy objects, which are allow-listed here because unpickling them runs no code of the

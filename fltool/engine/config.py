@@ -97,7 +97,8 @@ def parse_cfg_options(items: Optional[Sequence[str]]) -> dict[str, Any]:
     for item in items:
         key, sep, _ = item.partition("=")
         if not sep or not key.strip().lstrip("+"):
-            raise ConfigError(f"--cfg-options item '{item}' is not key=value", "write it as e.g. model.bbox_head.loss_cls.gamma=1.0")
+            raise ConfigError(f"--cfg-options item '{item}' is not key=value",
+                              "write it as e.g. model.bbox_head.loss_cls.gamma=1.0")
     parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
     try:
@@ -151,7 +152,8 @@ def validate_cfg_options(cfg: Any, options: dict[str, Any]) -> dict[str, Any]:
             all_keys = list(_all_keys(cfg._cfg_dict))
             close = difflib.get_close_matches(key, all_keys, n=1, cutoff=0.75)
             where = f" ('{'.'.join(prefix)}' has no '{parts[len(prefix)]}')" if prefix else ""
-            hint = f"did you mean '{close[0]}'?" if close else f"write '+{key}=...' to add a key the config does not have"
+            hint = (f"did you mean '{close[0]}'?" if close
+                    else f"write '+{key}=...' to add a key the config does not have")
             raise ConfigError(f"unknown config key '{key}' in --cfg-options{where}", hint)
         clean[key] = value
     return clean
@@ -165,7 +167,7 @@ def load_config(spec: Any, cfg_options: Optional[Sequence[str] | dict] = None,
     or an ``mmengine.Config`` already read (a copy is overridden and placed; see :mod:`fltool.engine.config_data`
     for configs fltool finds on its own and reads as data).
     """
-    from fltool import compat
+    from fltool.engine import compat
 
     compat.apply()
     import copy

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from fltool.data.formats import Dataset, data_name, resolve
-from fltool.engine.runner import ProgressEvent, ProgressFn, _noop
+from fltool.engine.runner import unwrap_dataset
 from fltool.errors import ConfigError, DataError
 from fltool.fileio import write_text
+from fltool.progress import ProgressEvent, ProgressFn, no_progress
 
 DEFAULT_RECIPE = "retinanet_r18-gn_scratch"
 #: Recipe key: the largest input, as MMDetection's Resize scale (long, short); the data's size is fitted within it.
@@ -98,12 +99,6 @@ def palette(n: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def _innermost(dataset: Any) -> Any:
-    while "dataset" in dataset and "ann_file" not in dataset:  # RepeatDataset/ClassBalancedDataset wrappers
-        dataset = dataset["dataset"]
-    return dataset
-
-
 def _resize_scale(pipeline: Any) -> Optional[tuple]:
     for step in pipeline or []:
         if step.get("type") in RESIZE_TYPES and step.get("scale") is not None:
@@ -141,7 +136,7 @@ def config_classes(cfg: Any) -> Optional[tuple]:
     for key in ("test_dataloader", "val_dataloader", "train_dataloader"):
         loader = cfg.get(key)
         if loader and loader.get("dataset"):
-            classes = (_innermost(loader["dataset"]).get("metainfo") or {}).get("classes")
+            classes = (unwrap_dataset(loader["dataset"]).get("metainfo") or {}).get("classes")
             if classes:
                 return tuple(classes)
     return None
@@ -177,7 +172,7 @@ def apply_data(cfg: Any, dataset: Dataset, classes: Sequence[str], scale: Option
         loader = cfg.get(key)
         if not loader or not loader.get("dataset"):
             continue
-        ds = _innermost(loader["dataset"])
+        ds = unwrap_dataset(loader["dataset"])
         ds["data_root"] = ""
         ds["ann_file"] = str(split.ann_file)
         ds["data_prefix"] = dict(img=str(split.img_dir).rstrip("/") + "/")
@@ -234,7 +229,7 @@ def _write(cfg: Any, path: Path) -> Path:
 
 def training_config(recipe: Optional[str], data: DataOptions, work_dir: Optional[Path] = None,
                     cfg_options: Union[Sequence[str], dict, None] = None, data_check: str = "check",
-                    progress: ProgressFn = _noop, max_iters: Optional[int] = None) -> DataConfig:
+                    progress: ProgressFn = no_progress, max_iters: Optional[int] = None) -> DataConfig:
     """The recipe's model and schedule on ``data``, written as ``<work dir>/<recipe>_<data>.py``."""
     from fltool.engine.config import load_config
 
@@ -249,7 +244,7 @@ def training_config(recipe: Optional[str], data: DataOptions, work_dir: Optional
         size = fit_within(median, requested, enlarge=True)
         how = f"the images' median {median[0]}x{median[1]} fitted within --img-size {requested[0]}x{requested[1]}"
     else:
-        bound = cfg.get(MAX_SCALE_KEY) or _resize_scale(_innermost(cfg.train_dataloader.dataset).get("pipeline"))
+        bound = cfg.get(MAX_SCALE_KEY) or _resize_scale(unwrap_dataset(cfg.train_dataloader.dataset).get("pipeline"))
         if bound is None:
             raise ConfigError(f"recipe {recipe} states no input size (no {MAX_SCALE_KEY}, no Resize scale)",
                               "give --img-size")
@@ -278,7 +273,7 @@ def training_config(recipe: Optional[str], data: DataOptions, work_dir: Optional
 
 def inference_config(config: str, data: DataOptions, work_dir: Optional[Path] = None,
                      config_file: Optional[Path] = None, cfg_options: Union[Sequence[str], dict, None] = None,
-                     progress: ProgressFn = _noop) -> DataConfig:
+                     progress: ProgressFn = no_progress) -> DataConfig:
     """``config``'s model (and classes) on ``data``'s splits, written to ``config_file`` (default:
     ``<work dir>/<config>_<data>.py``)."""
     from fltool.engine.config import load_config

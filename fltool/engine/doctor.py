@@ -203,7 +203,6 @@ def _opencv() -> Check:
 
 def _kernel() -> Check:
     from fltool_plugins.losses import kernel_info
-
     from fltool_plugins.losses.functional import KERNEL_OPT_OUT
 
     info = kernel_info()
@@ -228,7 +227,8 @@ def stack_report(extra: Optional[list[Callable[[], Check]]] = None) -> StackRepo
         _check("pycocotools", _pycocotools, ".venv/bin/python -m pip install 'pycocotools>=2.0.9'"),
         _check("numpy", _numpy, reinstall),
         _check("opencv", _opencv, ".venv/bin/python -m pip install opencv-python-headless"),
-        _check("fltool kernel", _kernel, "reinstall the project: .venv/bin/python -m pip install --no-build-isolation -e ."),
+        _check("fltool kernel", _kernel,
+               "reinstall the project: .venv/bin/python -m pip install --no-build-isolation -e ."),
     ]
     for fn in extra or []:
         checks.append(_check(fn.__name__, fn, reinstall))

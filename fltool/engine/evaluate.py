@@ -6,13 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from fltool import compat
+from fltool.engine import compat
 from fltool.engine import runner as rn
+from fltool.engine.backends import Exporter, check_backend, check_checkpoint_for, onnx_file_for, onnxruntime_model
 from fltool.engine.checkpoint import checkpoint_state_dict
 from fltool.engine.config import load_config
-from fltool.engine.runner import ProgressEvent, ProgressFn
-from fltool.engine.train import coco_metrics, has_bbox_metrics, no_detection_metrics
+from fltool.engine.metrics import coco_metrics, has_bbox_metrics, no_detection_metrics
 from fltool.errors import CheckpointError, ConfigError, DataError
+from fltool.progress import ProgressEvent, ProgressFn, no_progress
 
 
 @dataclass
@@ -29,7 +30,7 @@ class EvalOptions:
     num_images: Optional[int] = None
     trust_checkpoint: bool = False
     launcher: str = "none"
-    backend: str = "pytorch"  # or "onnxruntime": an .onnx file, or a .pth exported first (fltool.deploy.backends)
+    backend: str = "pytorch"  # or "onnxruntime": an .onnx file, or a .pth exported first (fltool.engine.backends)
 
 
 @dataclass
@@ -73,7 +74,7 @@ def _point_test_set_at(cfg: Any, ann_file: Path, img_dir: Optional[Path]) -> Non
         ev["ann_file"] = str(ann_file.resolve())
 
 
-def prepare_eval_config(opts: EvalOptions, progress: ProgressFn = rn._noop) -> Any:
+def prepare_eval_config(opts: EvalOptions, progress: ProgressFn = no_progress) -> Any:
     compat.apply()
     cfg = load_config(opts.config, opts.cfg_options, opts.work_dir)
     if cfg.get("test_dataloader") is None or cfg.get("test_evaluator") is None:
@@ -100,12 +101,17 @@ def prepare_eval_config(opts: EvalOptions, progress: ProgressFn = rn._noop) -> A
     cfg.launcher = opts.launcher
     if opts.launcher != "none":
         compat.distributed_cfg_overrides(cfg)
-    rn.harden(cfg)
+    note = rn.hardening_note(rn.harden(cfg))
+    if note:
+        progress(ProgressEvent("note", note))
     rn.check_data_paths(cfg, ("test",))
     return cfg
 
 
-def evaluate(opts: EvalOptions, progress: ProgressFn = rn._noop) -> EvalResult:
+def evaluate(opts: EvalOptions, progress: ProgressFn = no_progress, exporter: Optional[Exporter] = None
+             ) -> EvalResult:
+    """COCO metrics of ``opts.checkpoint`` on the config's test set (or ``opts.ann_file``); with the onnxruntime
+    backend a ``.pth`` is written as ONNX by ``exporter`` first (the CLI hands in ``fltool export``'s)."""
     start = time.time()
     if opts.launcher != "none":
         compat.init_distributed(opts.launcher)
@@ -114,30 +120,25 @@ def evaluate(opts: EvalOptions, progress: ProgressFn = rn._noop) -> EvalResult:
         raise CheckpointError(f"checkpoint not found: {ckpt}", "give the .pth file written by `fltool train`")
     progress(ProgressEvent("stage", "loading config"))
     cfg = prepare_eval_config(opts, progress)
-    from fltool.deploy.backends import check_backend, check_checkpoint_for, onnxruntime_model
-
     check_checkpoint_for(check_backend(opts.backend), ckpt)
     notes: list = []
     state = None
     if opts.backend == "onnxruntime":
-        cfg.model = onnxruntime_model(cfg, ckpt, config=opts.config, cfg_options=opts.cfg_options,
-                                      work_dir=Path(cfg.work_dir), trust=opts.trust_checkpoint, progress=progress,
-                                      notes=notes)
+        onnx_file = onnx_file_for(ckpt, exporter, out_dir=Path(cfg.work_dir), config=opts.config,
+                                  cfg_options=opts.cfg_options, trust=opts.trust_checkpoint, progress=progress,
+                                  notes=notes)
+        cfg.model = onnxruntime_model(cfg, onnx_file)
     else:
         progress(ProgressEvent("stage", f"loading checkpoint {ckpt.name}"))
         compat.apply()
         state = checkpoint_state_dict(ckpt, trust=opts.trust_checkpoint)
 
-    from fltool.engine.train import _make_progress_hook
+    from fltool.engine.progress_hook import progress_hook
 
     sink: dict = {}
     with rn.captured_stdout(rn.stdout_log(cfg)):
-        runner = rn.build_runner(cfg)
-        rn.quiet_console_logging(runner)
-        model = runner.model.module if hasattr(runner.model, "module") else runner.model
-        if state is not None:
-            rn.load_weights_strict(model, state, str(ckpt))
-        runner.register_hook(_make_progress_hook(progress, sink))
+        runner, _ = rn.built_runner_with_weights(cfg, state, str(ckpt))
+        runner.register_hook(progress_hook(progress, sink))
         progress(ProgressEvent("stage", "evaluating"))
         with rn.translate_errors():
             raw = runner.test()

@@ -2,8 +2,9 @@
 
 MMEngine resolves these names to URLs and lets ``torch.hub`` download the file into its cache,
 ``$TORCH_HOME/hub/checkpoints/<file name of the URL>``, then unpickles it with ``weights_only=False``. fltool
-registers these loaders in their place (see :mod:`fltool.compat`, item 5): the same names and URL tables (MMEngine's
-own ``hub/*.json``), the same cache file, but the file is read by :func:`fltool.engine.checkpoint.load_local_checkpoint`
+registers these loaders in their place (see :mod:`fltool.engine.compat`, item 5): the same names and URL tables
+(MMEngine's own ``hub/*.json``), the same cache file, but the file is read by
+:func:`fltool.engine.checkpoint.load_local_checkpoint`
 (tensors only unless trusted), and ``torchvision://`` works without torchvision installed. A file already in the cache
 is never downloaded again, so weights can be put there by hand on a machine without network access.
 """

@@ -5,8 +5,8 @@ The steps are kept apart so that another backend can take the model's place:
 - :class:`Preprocessor`: MMDetection's test pipeline (its ``LoadAnnotations`` left out, a video frame loaded from
   memory) and the model's ``data_preprocessor`` (normalisation, padding, batching) turn images into
   ``(inputs, data_samples)``: an (N, 3, H, W) tensor and the per-image metadata (scale factors);
-- a backend, :class:`ModelBackend` here, is one call from that batch to detections in the original images'
-  pixels: ``backend(inputs, data_samples) -> [(bboxes, scores, labels), ...]``;
+- a :data:`DetectFn`, :class:`ModelBackend` here, is one call from that batch to detections in the original
+  images' pixels: ``detect(inputs, data_samples) -> [(bboxes, scores, labels), ...]``;
 - :mod:`fltool.engine.predict_output` writes drawings, label files, CSV and COCO-results JSON.
 
 Predict replaces no file it did not write: an output folder that is an input folder or holds an input file is
@@ -19,7 +19,8 @@ refused (:func:`~fltool.engine.predict_inputs.check_apart`), an existing one mus
 feeds the model. The same preprocessing and model call as ``fltool eval`` give the same boxes for the same images.
 
 ``backend='onnxruntime'``: the file ``fltool export`` wrote runs in ``OnnxRuntimeDetector``; a checkpoint or work
-dir is exported first, as ``fltool eval --backend onnxruntime`` does (:mod:`fltool.deploy.backends`). The file's
+dir is exported first by the exporter the caller hands in (:class:`fltool.engine.backends.Exporter`), as ``fltool
+eval --backend onnxruntime`` does. The file's
 metadata gives the classes and the preprocessing (resize, normalisation, channel order); when a config is known
 (``--config``, the run's, or the one the metadata names beside the file) its classes and normalisation must agree.
 """
@@ -34,13 +35,14 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from fltool.engine.backends import Exporter
 from fltool.engine.predict_inputs import Frame, Source, check_apart, count, expand, frames
 from fltool.engine.predict_output import ImageDetections, OutputWriter, cannot_write, earlier_outputs
-from fltool.engine.runner import ProgressEvent, ProgressFn, _noop
 from fltool.errors import CheckpointError, ConfigError, DataError
+from fltool.progress import ProgressEvent, ProgressFn, no_progress
 
 Detections = tuple  # (bboxes (N, 4) xyxy, scores (N,), labels (N,)) as numpy arrays, original image pixels
-Backend = Callable[[Any, Sequence[Any]], list]
+DetectFn = Callable[[Any, Sequence[Any]], list]  # (inputs, data_samples) -> [Detections per image]
 
 
 @dataclass
@@ -56,7 +58,7 @@ class PredictOptions:
     stride: int = 1
     draw: bool = True
     trust_checkpoint: bool = False
-    backend: str = "pytorch"  # or "onnxruntime" (fltool.deploy.backends)
+    backend: str = "pytorch"  # or "onnxruntime" (fltool.engine.backends)
 
 
 @dataclass
@@ -161,15 +163,15 @@ def _device(name: str) -> str:
     return name
 
 
-def load_model(opts: PredictOptions, out_dir: Path, progress: ProgressFn = _noop,
-               replaceable: Optional[set] = None) -> LoadedModel:
-    """The model ``opts.target`` names, on ``opts.backend`` (a checkpoint exported for ONNX Runtime goes into
-    ``out_dir``, replacing there only a file named in ``replaceable``: an earlier predict's)."""
-    from fltool.deploy.backends import check_backend, check_checkpoint_for
+def load_model(opts: PredictOptions, out_dir: Path, progress: ProgressFn = no_progress,
+               replaceable: Optional[set] = None, exporter: Optional[Exporter] = None) -> LoadedModel:
+    """The model ``opts.target`` names, on ``opts.backend`` (a checkpoint is written as ONNX by ``exporter`` into
+    ``out_dir`` for ONNX Runtime, replacing there only a file named in ``replaceable``: an earlier predict's)."""
+    from fltool.engine.backends import check_backend, check_checkpoint_for
 
     check_checkpoint_for(check_backend(opts.backend), Path(opts.target))
     if opts.backend == "onnxruntime":
-        return _load_onnx(opts, out_dir, progress, replaceable or set())
+        return _load_onnx(opts, out_dir, progress, replaceable or set(), exporter)
     return _load_torch(opts, progress)
 
 
@@ -177,7 +179,7 @@ def _load_torch(opts: PredictOptions, progress: ProgressFn) -> LoadedModel:
     """The MMDetection model of the run (weights loaded strictly) on the device, in eval mode."""
     import torch
 
-    from fltool import compat
+    from fltool.engine import compat
     from fltool.engine import runner as rn
     from fltool.engine.checkpoint import checkpoint_state_dict
     from fltool.engine.config import load_config
@@ -211,10 +213,11 @@ def _load_torch(opts: PredictOptions, progress: ProgressFn) -> LoadedModel:
                        torch.get_num_threads())
 
 
-def _load_onnx(opts: PredictOptions, out_dir: Path, progress: ProgressFn, replaceable: set) -> LoadedModel:
+def _load_onnx(opts: PredictOptions, out_dir: Path, progress: ProgressFn, replaceable: set,
+               exporter: Optional[Exporter]) -> LoadedModel:
     """An exported file in ``OnnxRuntimeDetector`` (see the module docstring)."""
-    from fltool import compat
-    from fltool.deploy.backends import check_meta_fits, meta_inputs, onnx_file_for, read_meta
+    from fltool.engine import compat
+    from fltool.engine.backends import check_meta_fits, meta_inputs, onnx_file_for, read_meta
     from fltool.engine.config import load_config
     from fltool.engine.datasource import config_classes
     from fltool.engine.workdir import onnx_config, resolve_run
@@ -236,7 +239,7 @@ def _load_onnx(opts: PredictOptions, out_dir: Path, progress: ProgressFn, replac
             if (out_dir / name).exists() and name not in replaceable:
                 raise DataError(f"refusing to replace {out_dir / name}: fltool predict did not write it",
                                 "give a new or empty --out-dir")
-        onnx_file = onnx_file_for(run.checkpoint, out_dir=out_dir, config=opts.config,
+        onnx_file = onnx_file_for(run.checkpoint, exporter, out_dir=out_dir, config=opts.config,
                                   trust=opts.trust_checkpoint, progress=progress, notes=notes)
         meta = read_meta(onnx_file)
     cfg = None
@@ -245,9 +248,10 @@ def _load_onnx(opts: PredictOptions, out_dir: Path, progress: ProgressFn, replac
         check_meta_fits(meta, onnx_file, config_classes(cfg), cfg.model.get("data_preprocessor") or {})
     pipeline, data_preprocessor = meta_inputs(meta)
     progress(ProgressEvent("stage", f"loading {onnx_file.name} in ONNX Runtime"))
+    from mmengine.registry import init_default_scope
+
     import fltool_plugins  # noqa: F401  (registers LoadImageChecked and OnnxRuntimeDetector)
     from fltool_plugins.models import OnnxRuntimeDetector
-    from mmengine.registry import init_default_scope
 
     init_default_scope("mmdet")
     model = OnnxRuntimeDetector(str(onnx_file), data_preprocessor=data_preprocessor).eval()
@@ -287,12 +291,13 @@ def _output_folder(opts: PredictOptions, sources: Sequence[Source]) -> tuple[Pat
 
 
 def _colours(cfg: Any, n: int) -> list:
-    from fltool.engine.datasource import _innermost, palette
+    from fltool.engine.datasource import palette
+    from fltool.engine.runner import unwrap_dataset
 
     if cfg is None:
         return palette(n)
     loader = cfg.get("test_dataloader") or {}
-    meta = (_innermost(loader.get("dataset") or {}).get("metainfo") or {}) if loader else {}
+    meta = (unwrap_dataset(loader.get("dataset") or {}).get("metainfo") or {}) if loader else {}
     given = list(meta.get("palette") or [])
     return [tuple(c) for c in given] if len(given) >= n else palette(n)
 
@@ -308,7 +313,8 @@ def _class_filter(classes: tuple, wanted: Optional[Sequence[str]]) -> Optional[n
     return np.array([classes.index(n) for n in names], dtype=np.int64)
 
 
-def predict(opts: PredictOptions, progress: ProgressFn = _noop, backend: Optional[Backend] = None) -> PredictResult:
+def predict(opts: PredictOptions, progress: ProgressFn = no_progress,
+            detect: Optional[DetectFn] = None, exporter: Optional[Exporter] = None) -> PredictResult:
     """Run the model over the inputs and write the outputs (see the module docstring)."""
     if opts.batch_size < 1 or opts.stride < 1:
         raise ConfigError("--batch-size and --stride must be at least 1")
@@ -319,7 +325,7 @@ def predict(opts: PredictOptions, progress: ProgressFn = _noop, backend: Optiona
                                                                           "videos")
     out_dir, replaceable, made = _output_folder(opts, sources)
     try:
-        return _predict_into(out_dir, replaceable, opts, sources, failed, progress, backend)
+        return _predict_into(out_dir, replaceable, opts, sources, failed, progress, detect, exporter)
     except BaseException:
         for folder in made:  # made for this run and left empty (e.g. the model did not load): not kept
             try:
@@ -330,10 +336,10 @@ def predict(opts: PredictOptions, progress: ProgressFn = _noop, backend: Optiona
 
 
 def _predict_into(out_dir: Path, replaceable: set, opts: PredictOptions, sources: Sequence[Source], failed: list,
-                  progress: ProgressFn, backend: Optional[Backend]) -> PredictResult:
+                  progress: ProgressFn, detect: Optional[DetectFn], exporter: Optional[Exporter]) -> PredictResult:
     """:func:`predict` once its output folder is settled; what was written so far is listed in the folder's
     manifest whatever stops the run."""
-    loaded = load_model(opts, out_dir, progress, replaceable)
+    loaded = load_model(opts, out_dir, progress, replaceable, exporter)
     classes = loaded.classes
     keep = _class_filter(classes, opts.classes)
     writer = OutputWriter(out_dir, classes, _colours(loaded.cfg, len(classes)), opts.draw, replaceable)
@@ -341,23 +347,24 @@ def _predict_into(out_dir: Path, replaceable: set, opts: PredictOptions, sources
         writer.adopt(loaded.onnx_file)
         writer.adopt(loaded.onnx_file.with_suffix(".json"))
     try:
-        return _predict_all(writer, loaded, keep, opts, sources, failed, progress, backend)
+        return _predict_all(writer, loaded, keep, opts, sources, failed, progress, detect)
     except BaseException:
         writer.abort()
         raise
 
 
 def _predict_all(writer: OutputWriter, loaded: LoadedModel, keep: Optional[np.ndarray], opts: PredictOptions,
-                 sources: Sequence[Source], failed: list, progress: ProgressFn, backend: Optional[Backend]
+                 sources: Sequence[Source], failed: list, progress: ProgressFn, detect: Optional[DetectFn]
                  ) -> PredictResult:
-    """Every frame through the preprocessor and the backend into ``writer``; the summary last."""
+    """Every frame through the preprocessor and ``detect`` (default: the loaded model) into ``writer``; the
+    summary last."""
     import torch
 
     from fltool.fileio import cpu_name
 
     classes, out_dir = loaded.classes, writer.out_dir
     pre = Preprocessor(loaded.pipeline, loaded.model.data_preprocessor)
-    backend = backend or ModelBackend(loaded.model)
+    detect = detect or ModelBackend(loaded.model)
     total = count(sources, opts.stride)
     per_class = dict.fromkeys(classes, 0)
     timing = {"model_s": 0.0, "preprocess_s": 0.0}
@@ -370,7 +377,7 @@ def _predict_all(writer: OutputWriter, loaded: LoadedModel, keep: Optional[np.nd
         t0 = time.perf_counter()
         inputs, samples = pre.batch([packed for _, packed, _ in batch])
         t1 = time.perf_counter()
-        outputs = backend(inputs, samples)
+        outputs = detect(inputs, samples)
         if str(opts.device).startswith("cuda"):
             torch.cuda.synchronize()
         t2 = time.perf_counter()

@@ -1,11 +1,13 @@
 """Building MMEngine's Runner from an fltool config, with errors that say what to fix.
 
-Every command that runs a model (train, eval, bench, analyze, sweep) goes through :func:`prepare` and
-:func:`build_runner`. This is the one place where a config is translated for the run:
+Every command that runs a model (train, eval, bench, analyze, sweep) loads its config with
+:func:`fltool.engine.config.load_config` and builds the Runner with :func:`build_runner`. This is the one place where
+a config is translated for the run:
 - the embedded dataset placeholder (``fltool-synth://``) becomes the cached dataset folder, generated on first use;
-- MMCV's ``LoadImageFromFile`` becomes fltool's ``LoadImageChecked``, MMDetection's ``PackDetInputs``
+- :func:`harden`: MMCV's ``LoadImageFromFile`` becomes fltool's ``LoadImageChecked``, MMDetection's ``PackDetInputs``
   ``PackDetInputsFast`` and MMEngine's ``CheckpointHook`` fltool's ``AtomicCheckpointHook`` (same arguments, safer or
-  faster behaviour), and ``NonFiniteLossHook`` is always on;
+  faster behaviour), and ``NonFiniteLossHook`` is always on. The config the Runner writes into the work dir shows
+  them, and :func:`harden` returns what it changed, which the commands print as one note;
 - every registry ``type`` is checked up front, so a misspelt one is one line naming it and the nearest valid name.
 """
 from __future__ import annotations
@@ -17,33 +19,14 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from fltool.errors import CheckpointError, ConfigError, DataError, FltoolError, TrainingError
+from fltool.progress import ProgressEvent, ProgressFn, no_progress
 
 SYNTH_PREFIX = "fltool-synth://"
 NON_REGISTRY_TYPES = {"nms", "soft_nms"}  # test_cfg.nms.type names an MMCV op, not a registry entry
-
-
-@dataclass
-class ProgressEvent:
-    """What the engine reports while it works (the CLI renders it)."""
-
-    kind: str  # "stage" | "train_iter" | "val_iter" | "val_end" | "note"
-    message: str = ""
-    iteration: int = 0
-    max_iters: int = 0
-    epoch: int = 0
-    values: dict = field(default_factory=dict)
-
-
-ProgressFn = Callable[[ProgressEvent], None]
-
-
-def _noop(event: ProgressEvent) -> None:
-    return None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -63,10 +46,10 @@ def registry_names() -> set[str]:
     """Every type name registered in MMDetection's and MMEngine's registries (fltool's plugins included)."""
     import mmdet.registry as det_registry
     import mmengine.registry as engine_registry
+    from mmdet.utils import register_all_modules
     from mmengine.registry import Registry
 
     import fltool_plugins  # noqa: F401  (registers fltool's types)
-    from mmdet.utils import register_all_modules
 
     register_all_modules(init_default_scope=False)
     names: set[str] = set()
@@ -119,7 +102,7 @@ def _replace_strings(node: Any, old: str, new: str) -> Any:
     return node
 
 
-def resolve_embedded_dataset(cfg: Any, progress: ProgressFn = _noop) -> Optional[Path]:
+def resolve_embedded_dataset(cfg: Any, progress: ProgressFn = no_progress) -> Optional[Path]:
     """Replace ``fltool-synth://`` in the config by the cached embedded dataset, generating it if needed."""
     if SYNTH_PREFIX not in str(cfg._cfg_dict.to_dict()):
         return None
@@ -140,41 +123,61 @@ def resolve_embedded_dataset(cfg: Any, progress: ProgressFn = _noop) -> Optional
     return dataset.root
 
 
-def _upgrade_types(node: Any) -> None:
+#: fltool's equivalents of MMEngine/MMDetection types, and why (:func:`harden`).
+SWAPS = {"LoadImageFromFile": ("LoadImageChecked", "names a missing, truncated or oversized image"),
+         "PackDetInputs": ("PackDetInputsFast", "a faster image copy"),
+         "mmdet.PackDetInputs": ("PackDetInputsFast", "a faster image copy"),
+         "CheckpointHook": ("AtomicCheckpointHook", "atomic, weights_only-loadable checkpoints")}
+
+
+def _upgrade_types(node: Any, changed: dict) -> None:
     for _, item in _walk(node):
-        if isinstance(item, dict):
-            if item.get("type") == "LoadImageFromFile":
-                item["type"] = "LoadImageChecked"
+        if isinstance(item, dict) and item.get("type") in SWAPS:
+            old = item["type"]
+            item["type"] = SWAPS[old][0]
+            if old == "LoadImageFromFile":
                 item.pop("ignore_empty", None)
-            elif item.get("type") in ("PackDetInputs", "mmdet.PackDetInputs"):
-                item["type"] = "PackDetInputsFast"
-            elif item.get("type") == "CheckpointHook":
-                item["type"] = "AtomicCheckpointHook"
+            changed[f"{old} -> {SWAPS[old][0]}"] = SWAPS[old][1]
 
 
-def harden(cfg: Any) -> None:
-    """Swap in fltool's safer equivalents and guards (see the module docstring)."""
+def harden(cfg: Any) -> list[str]:
+    """Swap in fltool's safer equivalents and guards (see the module docstring); returns what changed, as
+    ``'old -> new (why)'`` items (empty where the config already had them)."""
     imports = list((cfg.get("custom_imports") or {}).get("imports", []))
     if "fltool_plugins" not in imports:
         cfg.custom_imports = dict(imports=imports + ["fltool_plugins"], allow_failed_imports=False)
+    changed: dict = {}
     for key in ("train_dataloader", "val_dataloader", "test_dataloader", "default_hooks", "train_pipeline",
                 "test_pipeline"):
         if cfg.get(key) is not None:
-            _upgrade_types(cfg[key])
+            _upgrade_types(cfg[key], changed)
     hooks = list(cfg.get("custom_hooks") or [])
     if not any(h.get("type") == "NonFiniteLossHook" for h in hooks):
         hooks.append(dict(type="NonFiniteLossHook"))
+        changed["+ NonFiniteLossHook"] = "stops on a NaN or infinite loss"
     cfg.custom_hooks = hooks
+    return [f"{change} ({why})" for change, why in changed.items()]
 
 
-def innermost_dataset(cfg: Any, split: str) -> Any:
-    """The dataset dict of ``{split}_dataloader`` inside its RepeatDataset/ClassBalancedDataset wrappers (a dict, empty
-    where the config has none)."""
-    loader = cfg.get(f"{split}_dataloader")
-    dataset = (loader or {}).get("dataset") or {}
+def hardening_note(changes: list[str]) -> Optional[str]:
+    """The one line a command prints about :func:`harden`'s changes, or None where there were none."""
+    if not changes:
+        return None
+    return ("fltool's equivalents in this run's config (the config written to the work dir shows them): "
+            + "; ".join(changes))
+
+
+def unwrap_dataset(dataset: Any) -> Any:
+    """The dataset dict inside its RepeatDataset/ClassBalancedDataset/ConcatDataset-of-one wrappers."""
     while "dataset" in dataset and "ann_file" not in dataset:
         dataset = dataset["dataset"]
     return dataset
+
+
+def innermost_dataset(cfg: Any, split: str) -> Any:
+    """The dataset dict of ``{split}_dataloader``, unwrapped (:func:`unwrap_dataset`; empty where there is none)."""
+    loader = cfg.get(f"{split}_dataloader")
+    return unwrap_dataset((loader or {}).get("dataset") or {})
 
 
 def dataset_paths(cfg: Any, split: str) -> tuple[Optional[Path], Optional[Path]]:
@@ -302,16 +305,29 @@ def translate_errors() -> Iterator[None]:
         raise
 
 
-def _by_module(keys: list) -> str:
-    """``bbox_head (38), neck (2)``: how many of ``keys`` fall under each top-level module, largest first."""
+def by_module(keys: list, depth: int = 1, limit: Optional[int] = None) -> str:
+    """``bbox_head (38), neck (2)``: how many of ``keys`` fall under each module (its first ``depth`` name parts),
+    largest first (the first ``limit`` of them)."""
     from collections import Counter
 
-    counts = Counter(k.split(".", 1)[0] for k in keys)
-    return ", ".join(f"{name} ({n})" for name, n in counts.most_common())
+    counts = Counter(".".join(k.split(".")[:depth]) for k in keys)
+    return ", ".join(f"{name} ({n})" for name, n in counts.most_common(limit))
 
 
 def _examples(keys: list, limit: int = 3) -> str:
     return ", ".join(keys[:limit]) + (", ..." if len(keys) > limit else "")
+
+
+def built_runner_with_weights(cfg: Any, state: Optional[dict], source: str) -> tuple[Any, Any]:
+    """(runner, detector): :func:`build_runner` (its console logging quietened), and the bare model inside its
+    DDP/DataParallel wrapper with every weight of ``state`` loaded strictly (:func:`load_weights_strict`); with
+    ``state`` None the model keeps what the config's init gave it."""
+    runner = build_runner(cfg)
+    quiet_console_logging(runner)
+    model = runner.model.module if hasattr(runner.model, "module") else runner.model
+    if state is not None:
+        load_weights_strict(model, state, source)
+    return runner, model
 
 
 def strip_module_prefix(state: dict) -> dict:
@@ -340,17 +356,17 @@ def load_weights_strict(model: Any, state: dict, source: str) -> None:
     if shape_bad:
         k = shape_bad[0]
         raise CheckpointError(f"checkpoint {source} does not fit this config: {len(shape_bad)} weights have other "
-                              f"shapes, in {_by_module(shape_bad)} (e.g. {k}: {tuple(state[k].shape)} in the file, "
+                              f"shapes, in {by_module(shape_bad)} (e.g. {k}: {tuple(state[k].shape)} in the file, "
                               f"{tuple(own[k].shape)} in the model)", hint)
     if missing:
         whole = sorted({k.split('.', 1)[0] for k in missing} - {k.split('.', 1)[0] for k in own if k in state})
         what = f"all of {', '.join(whole)}; " if whole else ""
         raise CheckpointError(f"checkpoint {source} does not fit this config: it lacks {len(missing)} of {len(own)} "
-                              f"model weights ({what}by module: {_by_module(missing)}; e.g. {_examples(missing)})",
+                              f"model weights ({what}by module: {by_module(missing)}; e.g. {_examples(missing)})",
                               hint)
     if unexpected:
         raise CheckpointError(f"checkpoint {source} does not fit this config: it has {len(unexpected)} weights the "
-                              f"model does not (by module: {_by_module(unexpected)}; e.g. {_examples(unexpected)})",
+                              f"model does not (by module: {by_module(unexpected)}; e.g. {_examples(unexpected)})",
                               hint)
     model.load_state_dict(state, strict=True)
 

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
+from fltool.engine.runner import by_module
 from fltool.errors import CheckpointError, ConfigError
 
 ZOO_PREFIXES = ("torchvision://", "open-mmlab://", "openmmlab://", "http://", "https://")
@@ -25,7 +26,7 @@ def _load(spec: str, trust: bool) -> tuple[dict, dict]:
     """(state dict, meta) of a checkpoint named by path, zoo name or URL."""
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    from fltool import compat
+    from fltool.engine import compat
     from fltool.engine.checkpoint import trusted
 
     compat.apply()
@@ -60,13 +61,6 @@ def set_backbone_init(cfg: Any, spec: str, trust: bool = False) -> None:
 
 def _shape(t: Any) -> str:
     return "(" + ", ".join(map(str, tuple(t.shape))) + ")"
-
-
-def _by_module(keys: list, depth: int = 1) -> str:
-    from collections import Counter
-
-    counts = Counter(".".join(k.split(".")[:depth]) for k in keys)
-    return ", ".join(f"{name} ({n})" for name, n in counts.most_common(4))
 
 
 def _classes_note(meta: dict, classes: Optional[tuple]) -> str:
@@ -108,7 +102,7 @@ def compare(module: Any, state: dict, what: str, source: str, role: str, prior: 
         if prior is not None and any(k.endswith("retina_cls.bias") for k in reshaped):
             parts.append(f"the classification layer starts from the prior pi = {prior:g}")
     if missing:
-        parts.append(f"{len(missing)} not in the file, kept at initialisation (in {_by_module(missing, 2)})")
+        parts.append(f"{len(missing)} not in the file, kept at initialisation (in {by_module(missing, 2, limit=4)})")
     if unused:
         parts.append(f"{len(unused)} weights of the file not used ({', '.join(unused[:3])}"
                      f"{', ...' if len(unused) > 3 else ''})")

@@ -4,8 +4,8 @@ MMCV's ``LoadImageFromFile`` (2.1.0) lets OpenCV decode a truncated JPEG into a 
 turns a missing file into ``None`` under ``ignore_empty`` (MMEngine's dataset then re-fetches random other images
 up to 1000 times), and otherwise fails with a bare ``AssertionError``. ``LoadImageChecked`` raises
 :class:`ImageLoadError` naming the file and the reason instead: missing, empty, truncated (a JPEG without its end
-marker, a PNG without its IEND chunk), undecodable, a decoded size that differs from the annotation's, or a header that declares more pixels than
-fltool decodes (:mod:`fltool.data.image_limits`: checked before decoding).
+marker, a PNG without its IEND chunk), undecodable, a decoded size that differs from the annotation's, or a header
+that declares more pixels than fltool decodes (:mod:`fltool.data.image_limits`: checked before decoding).
 """
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ import mmcv
 import numpy as np
 import torch
 from mmcv.transforms import LoadImageFromFile
-from mmengine import fileio
-
 from mmdet.datasets.transforms import PackDetInputs
 from mmdet.registry import TRANSFORMS
+from mmengine import fileio
 
 from fltool.data.image_limits import ImageTooLarge, check_image
 

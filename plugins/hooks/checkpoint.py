@@ -18,11 +18,10 @@ import os.path as osp
 from typing import Any
 
 import numpy as np
+from mmdet.registry import HOOKS
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import HistoryBuffer
-
-from mmdet.registry import HOOKS
 
 _BUFFER_KEY = "__history_buffer__"
 PARTIAL_SUFFIX = ".partial"

@@ -15,10 +15,9 @@ import math
 from typing import Any, Callable, Optional
 
 import torch
+from mmdet.registry import HOOKS
 from mmengine.dist import all_reduce, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
-
-from mmdet.registry import HOOKS
 
 
 class NonFiniteLossError(RuntimeError):

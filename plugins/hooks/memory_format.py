@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from mmdet.registry import HOOKS
 from mmengine.dist import get_world_size
 from mmengine.hooks import Hook
-
-from mmdet.registry import HOOKS
 
 
 @HOOKS.register_module()

@@ -46,10 +46,11 @@ else:
     except ImportError as err:  # not built, or built for another torch
         _KERNEL_ERROR = f"{type(err).__name__}: {err}"
 
-__all__ = ["sigmoid_focal_loss", "sigmoid_focal_loss_star", "kernel_available", "Reduction", "Backend", "Alpha"]
+__all__ = ["sigmoid_focal_loss", "sigmoid_focal_loss_star", "kernel_available", "kernel_info", "Reduction",
+           "Implementation", "Alpha"]
 
 Reduction = Literal["none", "mean", "sum"]
-Backend = Literal["auto", "kernel", "torch"]
+Implementation = Literal["auto", "kernel", "torch"]  # the C++ kernel, PyTorch, or the kernel where it runs
 Alpha = Union[None, float, Sequence[float], Tensor]
 
 _EPS = torch.finfo(torch.float32).eps  # MMDetection's guard in loss.sum() / (avg_factor + eps)
@@ -60,9 +61,16 @@ def kernel_available() -> bool:
     return _focal_ext is not None
 
 
+def kernel_info() -> dict:
+    """Whether the compiled CPU kernel imported, the ISA it was built for ("avx2", "default", ...) and a detail line."""
+    if _focal_ext is None:
+        return {"available": False, "isa": "none", "detail": _KERNEL_ERROR or "not built"}
+    return {"available": True, "isa": _focal_ext.isa(), "detail": _focal_ext.build_detail()}
+
+
 def sigmoid_focal_loss(logits: Tensor, targets: Tensor, *, gamma: float = 2.0, alpha: Alpha = 0.25,
                        weight: Optional[Tensor] = None, reduction: Reduction = "none",
-                       avg_factor: Optional[Union[float, Tensor]] = None, backend: Backend = "auto") -> Tensor:
+                       avg_factor: Optional[Union[float, Tensor]] = None, backend: Implementation = "auto") -> Tensor:
     """Sigmoid Focal Loss FL = -alpha_t (1 - p_t)^gamma log(p_t), computed from logits.
 
     Args:
@@ -88,7 +96,8 @@ def sigmoid_focal_loss(logits: Tensor, targets: Tensor, *, gamma: float = 2.0, a
 
 def sigmoid_focal_loss_star(logits: Tensor, targets: Tensor, *, gamma: float = 1.0, beta: float = 0.0,
                             alpha: Alpha = 0.25, weight: Optional[Tensor] = None, reduction: Reduction = "none",
-                            avg_factor: Optional[Union[float, Tensor]] = None, backend: Backend = "auto") -> Tensor:
+                            avg_factor: Optional[Union[float, Tensor]] = None,
+                            backend: Implementation = "auto") -> Tensor:
     """FL* of appendix A: FL* = -alpha_t log(sigmoid(gamma x_t + beta)) / gamma, with x_t = s x.
 
     Same arguments as :func:`sigmoid_focal_loss` plus ``beta``; ``gamma`` must be > 0. For soft targets y in [0, 1]

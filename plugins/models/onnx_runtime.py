@@ -17,10 +17,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+from mmdet.registry import MODELS
 from mmengine.model import BaseModel
 from mmengine.structures import InstanceData
-
-from mmdet.registry import MODELS
 
 from .deploy_meta import DeployMeta
 

@@ -23,9 +23,22 @@ The package's parts: :mod:`.report` (the issue kinds and the report), :mod:`.coc
 from fltool.data.check.clean import drop_bad_records
 from fltool.data.check.coco import Progress, check_coco, default_img_dir, load_coco_json
 from fltool.data.check.config import check_config_datasets
-from fltool.data.check.report import (ANNOTATION_FIELDS, DUPLICATE_IOU, EDGE_TOLERANCE, ERROR, IMAGE_FIELDS, KINDS,
-                                      MEDIUM_MAX_AREA, SIZE_NAMES, SMALL_MAX_AREA, WARNING, CheckReport, Issue,
-                                      IssueCollector, issue_label)
+from fltool.data.check.report import (
+                                      ANNOTATION_FIELDS,
+                                      DUPLICATE_IOU,
+                                      EDGE_TOLERANCE,
+                                      ERROR,
+                                      IMAGE_FIELDS,
+                                      KINDS,
+                                      MEDIUM_MAX_AREA,
+                                      SIZE_NAMES,
+                                      SMALL_MAX_AREA,
+                                      WARNING,
+                                      CheckReport,
+                                      Issue,
+                                      IssueCollector,
+                                      issue_label,
+)
 
 __all__ = ["ANNOTATION_FIELDS", "DUPLICATE_IOU", "EDGE_TOLERANCE", "ERROR", "IMAGE_FIELDS", "KINDS",
            "MEDIUM_MAX_AREA", "SIZE_NAMES", "SMALL_MAX_AREA", "WARNING", "CheckReport", "Issue", "IssueCollector",

@@ -15,8 +15,17 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from fltool.data.check.report import (ANNOTATION_FIELDS, DUPLICATE_IOU, EDGE_TOLERANCE, IMAGE_FIELDS, MEDIUM_MAX_AREA,
-                                      SMALL_MAX_AREA, CheckReport, IssueCollector, KINDS)
+from fltool.data.check.report import (
+    ANNOTATION_FIELDS,
+    DUPLICATE_IOU,
+    EDGE_TOLERANCE,
+    IMAGE_FIELDS,
+    KINDS,
+    MEDIUM_MAX_AREA,
+    SMALL_MAX_AREA,
+    CheckReport,
+    IssueCollector,
+)
 from fltool.errors import DataError
 
 Progress = Callable[[int, int], None]

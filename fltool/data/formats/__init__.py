@@ -22,9 +22,20 @@ from typing import Any, Optional, Sequence
 
 from fltool.data.check import ERROR, Issue
 from fltool.data.formats import coco, voc, yolo
-from fltool.data.formats.common import (DEFAULT_VAL_FRACTION, SPLIT_SEED, ImageRecord, Problems, coco_subset,
-                                        file_digest, id_key, issue_label, list_images, relative, split_names,
-                                        to_coco)
+from fltool.data.formats.common import (
+    DEFAULT_VAL_FRACTION,
+    SPLIT_SEED,
+    ImageRecord,
+    Problems,
+    coco_subset,
+    file_digest,
+    id_key,
+    issue_label,
+    list_images,
+    relative,
+    split_names,
+    to_coco,
+)
 from fltool.errors import DataError
 from fltool.fileio import write_json
 

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from fltool.data.formats.common import (Box, ImageRecord, Problems, image_sizes, list_images, relative,
-                                        split_of_path)
+from fltool.data.formats.common import Box, ImageRecord, Problems, image_sizes, list_images, relative, split_of_path
 
 LOOKED_FOR = "Pascal VOC: .xml files (<annotation>), e.g. Annotations/ with JPEGImages/"
 CLASS_FILES = ("classes.txt", "labels.txt", "class_names.txt")

@@ -20,9 +20,20 @@ The package's parts: :mod:`.spec` (what determines a dataset), :mod:`.render` (d
 """
 from fltool.data.synth.dataset import Progress, SynthDataset, cache_root, default_dataset, generate
 from fltool.data.synth.render import RenderedImage, render_image
-from fltool.data.synth.spec import (DISTRACTORS, GENERATOR_VERSION, MAX_SIDE_FRACTION, MEDIUM_MAX_AREA, SHAPES,
-                                    SIZE_NAMES, SMALL_MAX_AREA, SPEC_PRESETS, SPLITS, SynthSpec, size_name,
-                                    spec_from_args)
+from fltool.data.synth.spec import (
+                                    DISTRACTORS,
+                                    GENERATOR_VERSION,
+                                    MAX_SIDE_FRACTION,
+                                    MEDIUM_MAX_AREA,
+                                    SHAPES,
+                                    SIZE_NAMES,
+                                    SMALL_MAX_AREA,
+                                    SPEC_PRESETS,
+                                    SPLITS,
+                                    SynthSpec,
+                                    size_name,
+                                    spec_from_args,
+)
 
 __all__ = ["DISTRACTORS", "GENERATOR_VERSION", "MAX_SIDE_FRACTION", "MEDIUM_MAX_AREA", "Progress", "RenderedImage",
            "SHAPES", "SIZE_NAMES", "SMALL_MAX_AREA", "SPEC_PRESETS", "SPLITS", "SynthDataset", "SynthSpec",

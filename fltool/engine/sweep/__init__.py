@@ -24,14 +24,48 @@ The package, one idea per module: :mod:`.presets` (loss presets), :mod:`.grid` (
 config), :mod:`.records` (the folder's records and commands), :mod:`.run` (training the runs), :mod:`.report`
 (tables and files).
 """
-from fltool.engine.sweep.grid import LOSS_ALIAS, LOSS_KEY, Axis, Grid, Point, build_grid, config_digest, parse_axes, \
-    parse_axis, point_id, value_text
-from fltool.engine.sweep.presets import LOSS_ARGS, LOSS_PRESETS, LossPreset, check_loss_fields, loss_preset, \
-    presets_help
-from fltool.engine.sweep.records import (METRICS, SWEEP_FILE, SweepOptions, check_same_sweep,
-                                         read_sweep_record, run_dir_of, sweep_command, train_command)
-from fltool.engine.sweep.report import (TABLE_METRICS, PointListing, PointSummary, RunRecord, SweepResult,
-                                        build_report, collect, list_points, summarise)
+from fltool.engine.sweep.grid import (
+                                         LOSS_ALIAS,
+                                         LOSS_KEY,
+                                         Axis,
+                                         Grid,
+                                         Point,
+                                         build_grid,
+                                         config_digest,
+                                         parse_axes,
+                                         parse_axis,
+                                         point_id,
+                                         value_text,
+)
+from fltool.engine.sweep.presets import (
+                                         LOSS_ARGS,
+                                         LOSS_PRESETS,
+                                         LossPreset,
+                                         check_loss_fields,
+                                         loss_preset,
+                                         presets_help,
+)
+from fltool.engine.sweep.records import (
+                                         METRICS,
+                                         SWEEP_FILE,
+                                         SweepOptions,
+                                         check_same_sweep,
+                                         read_sweep_record,
+                                         run_dir_of,
+                                         sweep_command,
+                                         train_command,
+)
+from fltool.engine.sweep.report import (
+                                         TABLE_METRICS,
+                                         PointListing,
+                                         PointSummary,
+                                         RunRecord,
+                                         SweepResult,
+                                         build_report,
+                                         collect,
+                                         list_points,
+                                         summarise,
+)
 from fltool.engine.sweep.run import run_sweep
 
 __all__ = ["LOSS_ALIAS", "LOSS_ARGS", "LOSS_KEY", "LOSS_PRESETS", "METRICS", "SWEEP_FILE", "TABLE_METRICS", "Axis",

@@ -166,7 +166,7 @@ def _point_options(axes: Sequence[Axis], values: Sequence[Any]) -> dict:
     return options
 
 
-def _jsonable(data: Any) -> Any:
+def jsonable(data: Any) -> Any:
     return json.loads(json.dumps(data, default=str))
 
 
@@ -248,7 +248,7 @@ def build_grid(config: str, axis_items: Sequence[str], cfg_options: Optional[Seq
         if isinstance(loss, dict):
             check_loss_fields(loss, where)
         settings = {axis.key: value for axis, value in zip(axes, values)}
-        points.append(Point(index, pid, _jsonable(settings), options, labels))
+        points.append(Point(index, pid, jsonable(settings), options, labels))
         flat[pid] = _flat_cli_options(cfg, options, notes, where)
     return Grid(config, config_path, axes, points, base_options, flat, list(dict.fromkeys(notes)),
                 config_digest(config_path))

@@ -3,20 +3,19 @@
 again."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shlex
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
-from fltool.engine.sweep.grid import Grid, Point, _jsonable
+from fltool.engine.metrics import METRIC_KEYS
+from fltool.engine.sweep.grid import Grid, Point, jsonable
 from fltool.errors import ConfigError
-from fltool.fileio import write_json
+from fltool.fileio import json_digest, read_json, write_json
 
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+METRICS = METRIC_KEYS  # what a sweep records of each run
 SWEEP_FILE = "sweep.json"
 
 
@@ -63,25 +62,31 @@ def sweep_command(opts: SweepOptions, grid: Grid, sweep_dir: Path, seeds: Sequen
     return shlex.join(args)
 
 
-def train_command(opts: SweepOptions, grid: Grid, point: Point, seed: int, run_dir: Path, world_size: int) -> str:
-    """The ``fltool train`` command line that trains this run on its own (same config, seed and overrides)."""
-    args = ["fltool", "train", _config_arg(opts.config, grid.config_path), "--work-dir", str(run_dir),
-            "--seed", str(seed)]
-    if opts.max_iters is not None:
-        args += ["--max-iters", str(opts.max_iters)]
-    if opts.deterministic:
+def train_command_line(config: str, work_dir: Path, seed: int, max_iters: Optional[int], cfg_options: Sequence[str],
+                       deterministic: bool = False, world_size: int = 1) -> str:
+    """The ``fltool train`` command line that trains one run of an experiment on its own."""
+    args = ["fltool", "train", config, "--work-dir", str(work_dir), "--seed", str(seed)]
+    if max_iters is not None:
+        args += ["--max-iters", str(max_iters)]
+    if deterministic:
         args.append("--deterministic")
-    items = list(opts.cfg_options or []) + grid.flat_options[point.id]
-    if items:
-        args += ["--cfg-options", *items]
-    if world_size > 1:  # the sweep ran under torchrun: so does the run on its own
+    if cfg_options:
+        args += ["--cfg-options", *cfg_options]
+    if world_size > 1:  # the experiment ran under torchrun: so does the run on its own
         return f"torchrun --nproc_per_node={world_size} -m {shlex.join(args)} --launcher pytorch"
     return shlex.join(args)
 
 
-def _run_settings(opts: SweepOptions, grid: Grid, point: Point, seed: int) -> dict:
+def train_command(opts: SweepOptions, grid: Grid, point: Point, seed: int, run_dir: Path, world_size: int) -> str:
+    """The ``fltool train`` command line that trains this sweep run on its own (same config, seed and overrides)."""
+    return train_command_line(_config_arg(opts.config, grid.config_path), run_dir, seed, opts.max_iters,
+                              list(opts.cfg_options or []) + grid.flat_options[point.id], opts.deterministic,
+                              world_size)
+
+
+def run_settings(opts: SweepOptions, grid: Grid, point: Point, seed: int) -> dict:
     """What a run was started with (run.json); a finished run is reused only when these match."""
-    return _jsonable({"config": grid.config_path.name, "config_digest": grid.config_digest,
+    return jsonable({"config": grid.config_path.name, "config_digest": grid.config_digest,
                       "point": point.id, "settings": point.settings,
                       "cfg_options": {**grid.base_cfg_options, **point.cfg_options}, "seed": seed,
                       "max_iters": opts.max_iters, "deterministic": opts.deterministic})
@@ -89,7 +94,7 @@ def _run_settings(opts: SweepOptions, grid: Grid, point: Point, seed: int) -> di
 
 def _sweep_identity(opts: SweepOptions, grid: Grid) -> dict:
     """What every point of a sweep shares: a folder holds one of these."""
-    return _jsonable({"config": grid.config_path.name, "config_digest": grid.config_digest,
+    return jsonable({"config": grid.config_path.name, "config_digest": grid.config_digest,
                       "cfg_options": list(opts.cfg_options or []),
                       "max_iters": opts.max_iters, "deterministic": opts.deterministic})
 
@@ -105,17 +110,8 @@ def _legacy_view(recorded: dict, new: dict) -> dict:
     return legacy
 
 
-def _read_json(path: Path) -> Optional[dict]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}", "delete the damaged file and run again") from None
-
-
 def read_sweep_record(sweep_dir: Path) -> Optional[dict]:
-    return _read_json(Path(sweep_dir) / SWEEP_FILE)
+    return read_json(Path(sweep_dir) / SWEEP_FILE)
 
 
 def check_same_sweep(record: dict, opts: SweepOptions, grid: Grid, sweep_dir: Path) -> None:
@@ -143,38 +139,34 @@ def run_dir_of(sweep_dir: Path, point: Point, seed: int) -> Path:
     return Path(sweep_dir) / point.id / f"seed{seed}"
 
 
-def _metrics_of(metrics_file: Path) -> dict:
-    data = _read_json(metrics_file) or {}
+def metrics_of(metrics_file: Path) -> dict:
+    data = read_json(metrics_file) or {}
     bbox = data.get("bbox") or {}
     return {k: bbox.get(k) for k in METRICS}
 
 
-def _run_state(run_dir: Path, settings: dict) -> str:
+def run_state(run_dir: Path, settings: dict) -> str:
     """'finished', 'partial' (a checkpoint to resume from), 'new', or 'foreign' (made with other settings)."""
-    recorded = _read_json(run_dir / "run.json")
+    recorded = read_json(run_dir / "run.json")
     finished = (run_dir / "metrics.json").is_file()
-    if recorded is not None and recorded.get("settings_hash") != _hash(_legacy_view(recorded, settings)):
+    if recorded is not None and recorded.get("settings_hash") != json_digest(_legacy_view(recorded, settings)):
         return "foreign"
     if finished:
         return "finished" if recorded is not None else "foreign"
     return "partial" if (run_dir / "last_checkpoint").is_file() else "new"
 
 
-def _hash(data: Any) -> str:
-    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
-def _sweep_dir(opts: SweepOptions) -> Path:
+def sweep_dir_of(opts: SweepOptions) -> Path:
     from fltool.engine.config import resolve_config
 
     return Path(opts.work_dir or default_work_dir(resolve_config(opts.config))).resolve()
 
 
-def _with_recorded(opts: SweepOptions, read_only: bool) -> tuple[SweepOptions, Optional[list]]:
+def with_recorded(opts: SweepOptions, read_only: bool) -> tuple[SweepOptions, Optional[list]]:
     """Fill in from the sweep folder's record what the command leaves out: the seeds always; for a read-only command
     (--report-only, --list-points) also the axes (when no --set is given), --max-iters, --cfg-options and
     --deterministic, since a folder holds one sweep. Returns (options, recorded seeds)."""
-    record = read_sweep_record(_sweep_dir(opts)) or {}
+    record = read_sweep_record(sweep_dir_of(opts)) or {}
     if not read_only or not record:
         return opts, record.get("seeds")
     identity = record.get("identity") or {}
@@ -184,16 +176,16 @@ def _with_recorded(opts: SweepOptions, read_only: bool) -> tuple[SweepOptions, O
                    deterministic=opts.deterministic or bool(identity.get("deterministic"))), record.get("seeds")
 
 
-def _seeds(opts: SweepOptions, recorded: Optional[list]) -> list:
+def seeds_to_run(opts: SweepOptions, recorded: Optional[list]) -> list:
     seeds = list(opts.seeds) if opts.seeds is not None else list(recorded or [0])
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds lists a seed twice: {seeds}", "give each seed once")
     return seeds
 
 
-def _write_sweep_record(opts: SweepOptions, grid: Grid, sweep_dir: Path, seeds: list, world_size: int) -> None:
+def write_sweep_record(opts: SweepOptions, grid: Grid, sweep_dir: Path, seeds: list, world_size: int) -> None:
     path = sweep_dir / SWEEP_FILE
-    previous = _read_json(path) or {}
+    previous = read_json(path) or {}
     write_json(path, {
         "command": sweep_command(opts, grid, sweep_dir, seeds),
         "config": str(grid.config_path), "identity": _sweep_identity(opts, grid),

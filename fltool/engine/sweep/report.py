@@ -9,13 +9,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from fltool.engine.runner import ProgressFn, _noop
 from fltool.engine.sweep.grid import Grid, Point, build_grid
-from fltool.engine.sweep.records import (METRICS, SweepOptions, _metrics_of, _read_json, _run_settings, _run_state,
-                                         _seeds, _sweep_dir, _with_recorded, read_sweep_record, run_dir_of,
-                                         sweep_command, train_command)
+from fltool.engine.sweep.records import (
+    METRICS,
+    SweepOptions,
+    metrics_of,
+    read_sweep_record,
+    run_dir_of,
+    run_settings,
+    run_state,
+    seeds_to_run,
+    sweep_command,
+    sweep_dir_of,
+    train_command,
+    with_recorded,
+)
 from fltool.errors import ConfigError
-from fltool.fileio import atomic_path, write_json
+from fltool.fileio import atomic_path, read_json, write_json
+from fltool.progress import ProgressFn, no_progress
 
 TABLE_METRICS = ("AP", "AP50", "AP75", "APs")  # the columns of the printed table; CSV/JSON hold all of METRICS
 
@@ -64,14 +75,14 @@ class PointListing:
 
 def list_points(opts: SweepOptions) -> tuple[Grid, Path, list, list]:
     """(grid, sweep dir, seeds, [PointListing]): the numbered points and which seeds of each have finished."""
-    opts, record_seeds = _with_recorded(opts, read_only=True)
+    opts, record_seeds = with_recorded(opts, read_only=True)
     grid = build_grid(opts.config, opts.axes, opts.cfg_options)
-    sweep_dir = _sweep_dir(opts)
-    seeds = _seeds(opts, record_seeds)
+    sweep_dir = sweep_dir_of(opts)
+    seeds = seeds_to_run(opts, record_seeds)
     rows = []
     for point in grid.points:
-        done = [s for s in seeds if _run_state(run_dir_of(sweep_dir, point, s),
-                                               _run_settings(opts, grid, point, s)) == "finished"]
+        done = [s for s in seeds if run_state(run_dir_of(sweep_dir, point, s),
+                                               run_settings(opts, grid, point, s)) == "finished"]
         rows.append(PointListing(point, done))
     return grid, sweep_dir, seeds, rows
 
@@ -91,14 +102,14 @@ def collect(opts: SweepOptions, grid: Grid, sweep_dir: Path, seeds: Sequence[int
         runs = []
         for seed in seeds:
             run_dir = run_dir_of(sweep_dir, point, seed)
-            state = _run_state(run_dir, _run_settings(opts, grid, point, seed))
+            state = run_state(run_dir, run_settings(opts, grid, point, seed))
             command = train_command(opts, grid, point, seed, run_dir, world_size)
             if state == "finished":
                 metrics_file = run_dir / "metrics.json"
-                runs.append(RunRecord(point.id, seed, run_dir, "finished", _metrics_of(metrics_file), metrics_file,
+                runs.append(RunRecord(point.id, seed, run_dir, "finished", metrics_of(metrics_file), metrics_file,
                                       command))
             else:
-                error = _read_json(run_dir / "error.json")
+                error = read_json(run_dir / "error.json")
                 status = f"failed: {error['error']}" if error else ("other settings" if state == "foreign"
                                                                     else "missing")
                 runs.append(RunRecord(point.id, seed, run_dir, status, train_command=command))
@@ -110,7 +121,7 @@ def collect(opts: SweepOptions, grid: Grid, sweep_dir: Path, seeds: Sequence[int
     return summaries
 
 
-def build_report(opts: SweepOptions, grid: Grid, sweep_dir: Path, seeds: list, progress: ProgressFn = _noop,
+def build_report(opts: SweepOptions, grid: Grid, sweep_dir: Path, seeds: list, progress: ProgressFn = no_progress,
                  write: bool = True) -> SweepResult:
     """Tabulate what has finished; write results.csv, results.json and heatmap.png into the sweep folder."""
     record = read_sweep_record(sweep_dir) or {}
@@ -126,7 +137,7 @@ def build_report(opts: SweepOptions, grid: Grid, sweep_dir: Path, seeds: list, p
     result.files["csv"] = write_csv(sweep_dir / "results.csv", grid, summaries)
     result.files["json"] = write_json(sweep_dir / "results.json", results_json(opts, grid, sweep_dir, seeds,
                                                                                  summaries, report_command))
-    from fltool.analysis.sweep_plot import plot_sweep
+    from fltool.engine.sweep.plot import plot_sweep
 
     cells = {tuple(s.point.labels): (s.mean["AP"], s.std["AP"], s.n) for s in summaries}
     plot = plot_sweep([a.key for a in grid.axes], [list(a.labels) for a in grid.axes], cells,

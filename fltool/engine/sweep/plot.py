@@ -37,7 +37,6 @@ def _cell_text(cell: Optional[Cell]) -> str:
 def _heatmap(fig, ax, rows: Sequence[str], cols: Sequence[str], values: list, texts: list, row_name: str,
              col_name: str, title: str, vmin: float, vmax: float) -> None:
     import numpy as np
-
     from matplotlib import colormaps
 
     grid = np.array(values, dtype=float)  # (rows, cols); NaN where no run finished

@@ -1,14 +1,15 @@
 """Which runtime runs a model: ``pytorch`` (the MMDetection model, eagerly) or ``onnxruntime`` (the file ``fltool
-export`` writes, through ``fltool_plugins.models.OnnxRuntimeDetector``). Used by ``fltool eval --backend`` and
-``fltool bench speed-accuracy --backend``."""
+export`` writes, through ``fltool_plugins.models.OnnxRuntimeDetector``), and what an exported file says about
+itself (its metadata, checked against a config). Used by ``fltool eval``, ``predict`` and ``bench speed-accuracy``
+with ``--backend``. A checkpoint is exported first by an :class:`Exporter` the caller hands in."""
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Protocol, Sequence, Union
 
-from fltool.engine.runner import ProgressEvent, ProgressFn, _noop
 from fltool.errors import CheckpointError, ConfigError, StackError
+from fltool.progress import ProgressFn, no_progress
 
 BACKENDS = ("pytorch", "onnxruntime")
 #: ``bench speed-accuracy`` also times "mmdet": the same weights run as stock MMDetection runs them (eager PyTorch,
@@ -59,23 +60,24 @@ def read_meta(onnx_file: Union[str, Path]) -> Any:
                               "export the checkpoint (again) with fltool export") from None
 
 
-def onnx_file_for(checkpoint: Path, *, out_dir: Path, config: Optional[str], cfg_options: Any = None,
-                  trust: bool = False,
-                  progress: ProgressFn = _noop, notes: Optional[list] = None) -> Path:
-    """The ONNX file that runs ``checkpoint``: an .onnx as it is; a .pth exported first (any input size, no check)
-    into ``out_dir/<checkpoint stem>.onnx``, with a note saying so."""
+class Exporter(Protocol):
+    """Writes ``checkpoint`` as an ONNX file in ``out_dir`` and returns its path (``fltool export``'s job:
+    :func:`fltool.deploy.exporter.export_for_onnxruntime`). The engine takes one from its caller, so that running an
+    exported model does not make it import the export (a layer above it)."""
+
+    def __call__(self, checkpoint: Path, *, out_dir: Path, config: Optional[str], cfg_options: Any = None,
+                 trust: bool = False, progress: ProgressFn = no_progress, notes: Optional[list] = None) -> Path: ...
+
+
+def onnx_file_for(checkpoint: Path, exporter: Optional[Exporter], **export_args: Any) -> Path:
+    """The ONNX file that runs ``checkpoint``: an .onnx as it is; a .pth written as one by ``exporter`` first."""
     checkpoint = Path(checkpoint)
     if checkpoint.suffix == ".onnx":
         return checkpoint
-    from fltool.deploy.onnx_export import ExportOptions, export_onnx
-
-    out = Path(out_dir) / f"{checkpoint.stem}.onnx"
-    progress(ProgressEvent("stage", f"exporting {checkpoint.name} to ONNX"))
-    export_onnx(ExportOptions(target=checkpoint, out=out, config=config, cfg_options=cfg_options, check=False,
-                              trust_checkpoint=trust))
-    if notes is not None:
-        notes.append(f"{checkpoint.name} exported to {out} for ONNX Runtime")
-    return out
+    if exporter is None:
+        raise ConfigError(f"{checkpoint.name} is a checkpoint, and the onnxruntime backend runs ONNX files",
+                          f"export it first: fltool export {checkpoint}")
+    return exporter(checkpoint, **export_args)
 
 
 def check_meta_fits(meta: Any, onnx_file: Path, classes: Optional[Sequence[str]], data_preprocessor: dict) -> None:
@@ -98,13 +100,9 @@ def check_meta_fits(meta: Any, onnx_file: Path, classes: Optional[Sequence[str]]
         raise CheckpointError(f"{onnx_file} {conversion}; the config's data_preprocessor does not", hint)
 
 
-def onnxruntime_model(cfg: Any, checkpoint: Path, *, config: str, cfg_options: Any = None,
-                      work_dir: Optional[Path] = None, trust: bool = False, threads: Optional[int] = None,
-                      progress: ProgressFn = _noop, notes: Optional[list] = None) -> dict:
-    """The model config that runs ``checkpoint`` with ONNX Runtime: an .onnx file as it is, a .pth exported first
-    (any input size, into ``work_dir``). The file's classes and normalisation must be the config's."""
-    onnx_file = onnx_file_for(checkpoint, out_dir=Path(work_dir or cfg.work_dir), config=config,
-                              cfg_options=cfg_options, trust=trust, progress=progress, notes=notes)
+def onnxruntime_model(cfg: Any, onnx_file: Path, threads: Optional[int] = None) -> dict:
+    """The model config that runs ``onnx_file`` with ONNX Runtime in place of ``cfg.model``; the file's classes and
+    normalisation must be the config's."""
     prep = copy.deepcopy(dict(cfg.model.get("data_preprocessor") or {}))
     check_meta_fits(read_meta(onnx_file), onnx_file,
                     (cfg.test_dataloader.dataset.get("metainfo") or {}).get("classes"), prep)

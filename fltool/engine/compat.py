@@ -56,7 +56,8 @@ def _filter_warnings() -> None:
     warnings.filterwarnings("ignore", message=".*torch.cuda.amp.*is deprecated", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*`torch.cuda.amp.GradScaler", category=FutureWarning)
     # MMCV/MMDetection decorate functions with torch.jit.script at import time (deprecated in today's PyTorch).
-    warnings.filterwarnings("ignore", message=r"`torch\.jit\.(script|interface)` is deprecated", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.(script|interface)` is deprecated",
+                            category=DeprecationWarning)
 
 
 def _is_installed(package: str) -> bool:
