@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmdet.registry import MODELS
+from mmdet.utils import register_all_modules
 from mmengine.structures import InstanceData
 from typer.testing import CliRunner
 
@@ -15,8 +17,6 @@ from fltool.cli.main import app
 from fltool.engine import sweep as sw
 from fltool.errors import ConfigError
 from fltool_plugins.losses.ohem import check_ohem_args, ohem_select
-from mmdet.registry import MODELS
-from mmdet.utils import register_all_modules
 
 register_all_modules(init_default_scope=True)
 
@@ -176,6 +176,59 @@ def test_ohem_head_trains_the_classifier_on_the_selected_anchors_alone():
     selected_pos, selected_neg = losses["ohem_pos"].item(), losses["ohem_neg"].item()
     assert trained == selected_pos + selected_neg
     assert 0 < selected_pos <= 8 and selected_neg <= 3 * selected_pos  # B = 32 at 1:3
+
+
+def two_image_inputs(head):
+    """Outputs for two images, the first with the two boxes of head_inputs, the second without objects."""
+    g = torch.Generator().manual_seed(2)
+    feats = [torch.randn(2, 8, IMG // s, IMG // s, generator=g) for s in (8, 16, 32, 64, 128)]
+    cls_scores, bbox_preds = head(feats)
+    cls_scores = [(s.detach() + torch.randn(s.shape, generator=g)).requires_grad_() for s in cls_scores]  # varied
+    (_, _, gts), empty = head_inputs(head), InstanceData()
+    empty.bboxes, empty.labels = torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)
+    return cls_scores, [b.detach() for b in bbox_preds], gts + [empty]
+
+
+@pytest.mark.parametrize("ohem", [dict(num=32, pos_fraction=0.25, nms_thr=0.5), dict(num=64, nms_thr=0.5)])
+def test_ohem_head_divides_the_ce_of_the_selected_anchors_by_the_batch_positives(ohem):
+    head = make_head("OHEMRetinaHead", ohem=ohem)
+    plain = make_head("FocalRetinaHead")
+    plain.load_state_dict(head.state_dict())
+    cls_scores, bbox_preds, gts = two_image_inputs(head)
+    losses = head.loss_by_feat(cls_scores, bbox_preds, gts, METAS * 2)
+    expected = plain.loss_by_feat(cls_scores, bbox_preds, gts, METAS * 2)
+
+    targets = head.anchor_targets(cls_scores, gts, METAS * 2)
+    selected = head.select_hard_examples(cls_scores, bbox_preds, targets)  # (N, anchors)
+    labels = torch.cat(targets.labels, 1)  # (N, anchors); background = 3
+    # (N, A*K, H, W) -> (N, HWA, K) per level, then all levels: (N, anchors, K)
+    logits = torch.cat([s.detach().permute(0, 2, 3, 1).reshape(2, -1, 3) for s in cls_scores], 1)
+    one_hot = torch.nn.functional.one_hot(labels, 4)[..., :3].float()  # (N, anchors, K)
+    ce = torch.nn.functional.binary_cross_entropy_with_logits(logits, one_hot, reduction="none").sum(2)
+    num_pos = int((labels < 3).sum())  # every positive of the batch, selected or not; none in the second image
+    assert num_pos > 0 and int(selected[1].sum()) == (0 if ohem.get("pos_fraction") else 64)
+    assert sum(losses["loss_cls"]).item() == pytest.approx(ce[selected].sum().item() / num_pos, rel=1e-5)
+    # the box loss and the diagnostics are FocalRetinaHead's: all positives, whatever OHEM selected
+    assert sum(losses["loss_bbox"]).item() == pytest.approx(sum(expected["loss_bbox"]).item(), rel=1e-6)
+    assert losses["num_pos"].item() == expected["num_pos"].item() == pytest.approx(num_pos / 2)
+    assert losses["pos_prob"].item() == pytest.approx(expected["pos_prob"].item(), rel=1e-6)
+    assert losses["ohem_pos"].item() == pytest.approx(int((selected & (labels < 3)).sum()) / 2)
+    assert losses["ohem_neg"].item() == pytest.approx(int((selected & (labels == 3)).sum()) / 2)
+
+
+def test_ohem_head_sets_no_attribute_during_loss_and_each_call_logs_its_own_batch():
+    head = make_head("OHEMRetinaHead", ohem=dict(num=32, pos_fraction=0.25, nms_thr=0.5))
+    one = head_inputs(head)
+    two = two_image_inputs(head)
+    before = dict(vars(head))
+    first = head.loss_by_feat(*one, METAS)
+    head.loss_by_feat(*two, METAS * 2)
+    again = head.loss_by_feat(*one, METAS)
+    assert vars(head).keys() == before.keys()
+    assert [k for k in before if vars(head)[k] is not before[k]] == []  # nothing rebound
+    for key in ("num_pos", "pos_prob", "ohem_pos", "ohem_neg"):
+        assert again[key].item() == first[key].item()
+    assert sum(again["loss_cls"]).item() == sum(first["loss_cls"]).item()
 
 
 def test_ohem_head_refuses_unknown_settings():

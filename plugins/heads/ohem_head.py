@@ -20,18 +20,20 @@ at 1:3), and gives the other anchors label weight 0; then the per-level losses r
 - The box loss is untouched: every positive anchor, as in RetinaNet (OHEM here selects classification samples).
 - Logged (not losses): ``num_pos`` and ``pos_prob`` as ``FocalRetinaHead``; ``ohem_pos`` and ``ohem_neg``, the
   positive and negative anchors selected per image.
+- The anchors, targets, normaliser, per-level losses and diagnostics are ``FocalRetinaHead``'s own code
+  (``anchor_targets``, ``loss_from_targets``); this head only inserts the selection between them.
 """
 from __future__ import annotations
 
 from typing import Any, List, Optional
 
 import torch
-from mmdet.models.utils import images_to_levels, multi_apply
 from mmdet.registry import MODELS
-from mmdet.structures.bbox import cat_boxes, get_box_tensor
+from mmdet.structures.bbox import get_box_tensor
+from torch import Tensor
 
 from ..losses.ohem import check_ohem_args, ohem_select
-from .retina_head import FocalRetinaHead
+from .retina_head import AnchorTargets, FocalRetinaHead
 
 #: The paper's best OHEM (Table 1d): no ratio, B = 128, NMS at IoU 0.5.
 DEFAULT_OHEM = dict(num=128, pos_fraction=None, nms_thr=0.5)
@@ -55,14 +57,29 @@ class OHEMRetinaHead(FocalRetinaHead):
         check_ohem_args(settings["num"], settings["pos_fraction"], settings["nms_thr"])
         self.ohem = settings
         super().__init__(*args, **kwargs)
-        self._ohem_counts = (0.0, 0.0)
 
-    def hard_example_weights(self, cls_scores: List[torch.Tensor], bbox_preds: List[torch.Tensor],
-                             anchors_per_image: List[torch.Tensor], labels_list: List[torch.Tensor],
-                             label_weights_list: List[torch.Tensor]) -> List[torch.Tensor]:
-        """The label weights per level with every anchor OHEM does not select set to 0."""
+    def loss_by_feat(self, cls_scores: List[Tensor], bbox_preds: List[Tensor], batch_gt_instances: list,
+                     batch_img_metas: list, batch_gt_instances_ignore: Optional[list] = None) -> dict:
+        """``FocalRetinaHead.loss_by_feat`` with the OHEM selection between the targets and the per-level losses."""
+        targets = self.anchor_targets(cls_scores, batch_gt_instances, batch_img_metas, batch_gt_instances_ignore)
+        selected = self.select_hard_examples(cls_scores, bbox_preds, targets)  # (N, anchors), all levels
+        # (N, anchors) -> per level (N, anchors_l); the classification weights: 0 at every anchor not selected
+        num_level_anchors = [labels.shape[1] for labels in targets.labels]
+        cls_weights = [weights * selected_per_level.to(weights.dtype) for weights, selected_per_level
+                       in zip(targets.label_weights, torch.split(selected, num_level_anchors, dim=1))]
+        losses = self.loss_from_targets(cls_scores, bbox_preds, targets, cls_weights=cls_weights)
+        # logged: the positive and negative anchors selected, per image
+        positive = torch.cat(targets.labels, 1) < self.num_classes  # (N, anchors)
+        num_imgs = cls_scores[0].shape[0]
+        new = cls_scores[0].new_tensor
+        losses.update(ohem_pos=new(float((selected & positive).sum()) / num_imgs),
+                      ohem_neg=new(float((selected & ~positive).sum()) / num_imgs))
+        return losses
+
+    def select_hard_examples(self, cls_scores: List[Tensor], bbox_preds: List[Tensor],
+                             targets: AnchorTargets) -> Tensor:
+        """Per image, the anchors OHEM selects: (N, anchors) bool over all levels, in the order of the levels."""
         num_imgs, num_classes = cls_scores[0].shape[0], self.cls_out_channels
-        num_level_anchors = [labels.shape[1] for labels in labels_list]
         with torch.no_grad():
             # (N, A*K, H, W) -> (N, HWA, K) per level, then all levels: (N, anchors, K), the anchors' order
             logits = torch.cat([s.detach().permute(0, 2, 3, 1).reshape(num_imgs, -1, num_classes)
@@ -70,38 +87,16 @@ class OHEMRetinaHead(FocalRetinaHead):
             # (N, A*4, H, W) -> (N, HWA, 4) likewise
             deltas = torch.cat([b.detach().permute(0, 2, 3, 1).reshape(num_imgs, -1, self.bbox_coder.encode_size)
                                 for b in bbox_preds], 1)
-            labels = torch.cat(labels_list, 1)  # (N, anchors); background = num_classes
-            weights = torch.cat(label_weights_list, 1)  # (N, anchors); 0 = ignored
-            masks = []
+            anchors = torch.cat(targets.anchors, 1)  # per level (N, anchors_l, 4) -> (N, anchors, 4)
+            labels = torch.cat(targets.labels, 1)  # (N, anchors); background = num_classes
+            weights = torch.cat(targets.label_weights, 1)  # (N, anchors); 0 = ignored
+            selected = []
             for i in range(num_imgs):
                 # (anchors, K) -> (anchors,): an anchor's loss is that of its K binary classifiers
                 score = self.loss_cls(logits[i], labels[i], reduction_override="none").reshape(
                     logits.shape[1], -1).sum(1)
-                boxes = get_box_tensor(self.bbox_coder.decode(anchors_per_image[i], deltas[i]))
-                masks.append(ohem_select(score, boxes, labels[i] < num_classes, weights[i] > 0,
-                                         num=self.ohem["num"], pos_fraction=self.ohem["pos_fraction"],
-                                         nms_thr=self.ohem["nms_thr"]))
-            mask = torch.stack(masks)  # (N, anchors)
-            positive = labels < num_classes
-            self._ohem_counts = (float((mask & positive).sum()) / num_imgs, float((mask & ~positive).sum()) / num_imgs)
-        return list(torch.split(weights * mask.to(weights.dtype), num_level_anchors, dim=1))
-
-    def loss_by_feat(self, cls_scores: list, bbox_preds: list, batch_gt_instances: list, batch_img_metas: list,
-                     batch_gt_instances_ignore: Optional[list] = None) -> dict:
-        """``AnchorHead.loss_by_feat`` with the OHEM selection between the targets and the per-level losses."""
-        featmap_sizes = [featmap.size()[-2:] for featmap in cls_scores]
-        anchor_list, valid_flag_list = self.get_anchors(featmap_sizes, batch_img_metas, device=cls_scores[0].device)
-        (labels_list, label_weights_list, bbox_targets_list, bbox_weights_list, avg_factor) = self.get_targets(
-            anchor_list, valid_flag_list, batch_gt_instances, batch_img_metas,
-            batch_gt_instances_ignore=batch_gt_instances_ignore)
-        num_level_anchors = [anchors.size(0) for anchors in anchor_list[0]]
-        anchors_per_image = [cat_boxes(anchors) for anchors in anchor_list]  # (anchors, 4) per image
-        label_weights_list = self.hard_example_weights(cls_scores, bbox_preds, anchors_per_image, labels_list,
-                                                       label_weights_list)
-        all_anchor_list = images_to_levels(anchors_per_image, num_level_anchors)
-        losses_cls, losses_bbox = multi_apply(self.loss_by_feat_single, cls_scores, bbox_preds, all_anchor_list,
-                                              labels_list, label_weights_list, bbox_targets_list, bbox_weights_list,
-                                              avg_factor=avg_factor)
-        new = cls_scores[0].new_tensor
-        return dict(loss_cls=losses_cls, loss_bbox=losses_bbox, **self.diagnostics(cls_scores, len(batch_img_metas)),
-                    ohem_pos=new(self._ohem_counts[0]), ohem_neg=new(self._ohem_counts[1]))
+                boxes = get_box_tensor(self.bbox_coder.decode(anchors[i], deltas[i]))
+                selected.append(ohem_select(score, boxes, labels[i] < num_classes, weights[i] > 0,
+                                            num=self.ohem["num"], pos_fraction=self.ohem["pos_fraction"],
+                                            nms_thr=self.ohem["nms_thr"]))
+        return torch.stack(selected)

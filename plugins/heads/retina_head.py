@@ -5,24 +5,46 @@ assignment — is MMDetection's):
 - the classification conv's bias starts at the prior b = -log((1 - pi) / pi) from ``prior_prob`` (configurable;
   pi = 0.01 in the paper), every other new conv at N(0, 0.01) with bias 0;
 - the losses default to fltool's ``SigmoidFocalLoss`` (gamma 2, alpha 0.25) and smooth L1 (beta 0.11, Detectron's);
-- the loss is normalised by max(1, number of positive anchors in the batch) (MMDetection counts at least one per
-  image), so an image without objects gives a finite loss;
+- ``loss_by_feat`` computes the anchors and their targets once, then the normaliser, the per-level losses and the
+  diagnostics from those same targets, passed as arguments (nothing is kept on the module between calls);
+- the loss is normalised by max(1, number of positive anchors in the batch) (MMDetection's ``avg_factor`` counts at
+  least one per image), so an image without objects gives a finite loss;
 - the number of positive anchors per image is reported to the log as ``num_pos``, and the mean predicted
   probability of the true class over the positive anchors as ``pos_prob`` (a model collapsing to background shows
   as ``pos_prob`` falling towards 0).
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, List, NamedTuple, Optional
 
 import torch
 from mmdet.models.dense_heads import RetinaHead
+from mmdet.models.utils import images_to_levels, multi_apply
 from mmdet.registry import MODELS
+from mmdet.structures.bbox import cat_boxes
+from torch import Tensor
 
 from ..prior import bias_prior
 
 PAPER_ANCHORS = dict(type="AnchorGenerator", octave_base_scale=4, scales_per_octave=3, ratios=[0.5, 1.0, 2.0],
                      strides=[8, 16, 32, 64, 128])
+
+
+class AnchorTargets(NamedTuple):
+    """The anchors of a batch and their training targets from the head's assigner, one tensor per pyramid level.
+
+    N images; anchors_l = H * W * A anchors at level l, ordered as a head output permuted to (N, H, W, A*K).
+    """
+
+    anchors: List[Tensor]  # (N, anchors_l, 4): the anchor boxes
+    labels: List[Tensor]  # (N, anchors_l): class index of the assigned box; background = num_classes
+    label_weights: List[Tensor]  # (N, anchors_l): > 0 counted, 0 ignored (between the IoU thresholds)
+    bbox_targets: List[Tensor]  # (N, anchors_l, 4): the encoded deltas from the anchor to its assigned box
+    bbox_weights: List[Tensor]  # (N, anchors_l, 4): > 0 at the positive anchors only
+
+    def positives(self, num_classes: int) -> List[Tensor]:
+        """Per level (N, anchors_l): the anchors assigned to a box (label < K) and not ignored (weight > 0)."""
+        return [(labels < num_classes) & (weights > 0) for labels, weights in zip(self.labels, self.label_weights)]
 
 
 @MODELS.register_module()
@@ -54,45 +76,80 @@ class FocalRetinaHead(RetinaHead):
                                       loss_weight=1.0),
             loss_bbox=loss_bbox or dict(type="SmoothL1Loss", beta=0.11, loss_weight=1.0),
             init_cfg=init_cfg, **kwargs)
-        self._num_pos = 0.0
 
-    def get_targets(self, *args: Any, **kwargs: Any) -> tuple:
-        """``AnchorHead.get_targets`` with the paper's normaliser: max(1, positive anchors in the batch).
+    def loss_by_feat(self, cls_scores: List[Tensor], bbox_preds: List[Tensor], batch_gt_instances: list,
+                     batch_img_metas: list, batch_gt_instances_ignore: Optional[list] = None) -> dict:
+        """The losses of a batch (``loss_cls``, ``loss_bbox``: one value per level) and the diagnostics.
 
-        (MMDetection's ``SamplingResult`` counts at least one positive per image, so a batch with empty images
-        would be divided by too much.)
+        Args:
+            cls_scores: Per level, the class logits (N, A*K, H, W).
+            bbox_preds: Per level, the box deltas (N, A*4, H, W).
+            batch_gt_instances: Per image, the boxes and labels.
+            batch_img_metas: Per image, its meta information (shapes).
+            batch_gt_instances_ignore: Per image, boxes whose anchors are ignored, or None.
         """
-        targets = super().get_targets(*args, **kwargs)
-        labels_list, label_weights_list = targets[0], targets[1]
-        self._num_pos = float(sum(((labels < self.num_classes) & (weights > 0)).sum()
-                                  for labels, weights in zip(labels_list, label_weights_list)))
-        self._targets = (labels_list, label_weights_list)  # for diagnostics(), read once
-        return targets[:4] + (max(self._num_pos, 1.0),) + targets[5:]
+        targets = self.anchor_targets(cls_scores, batch_gt_instances, batch_img_metas, batch_gt_instances_ignore)
+        return self.loss_from_targets(cls_scores, bbox_preds, targets, cls_weights=targets.label_weights)
 
-    def diagnostics(self, cls_scores: list, num_imgs: int) -> dict:
+    def anchor_targets(self, cls_scores: List[Tensor], batch_gt_instances: list, batch_img_metas: list,
+                       batch_gt_instances_ignore: Optional[list] = None) -> AnchorTargets:
+        """The anchors of every level and their targets from MMDetection's assigner (``get_anchors``,
+        ``get_targets``), computed once per batch."""
+        featmap_sizes = [score.shape[-2:] for score in cls_scores]
+        # per image, per level: the anchors (anchors_l, 4) and whether each lies inside the image (anchors_l,)
+        anchor_list, valid_flag_list = self.get_anchors(featmap_sizes, batch_img_metas, device=cls_scores[0].device)
+        (labels,  # per level (N, anchors_l): class index; background = num_classes
+         label_weights,  # per level (N, anchors_l): 0 = ignored
+         bbox_targets,  # per level (N, anchors_l, 4): encoded deltas to the assigned box
+         bbox_weights,  # per level (N, anchors_l, 4): > 0 at the positives
+         _) = self.get_targets(  # MMDetection's avg_factor, unused: it counts at least one positive per image
+            anchor_list, valid_flag_list, batch_gt_instances, batch_img_metas,
+            batch_gt_instances_ignore=batch_gt_instances_ignore)
+        num_level_anchors = [anchors.size(0) for anchors in anchor_list[0]]
+        # per image (anchors, 4), all levels together -> per level (N, anchors_l, 4)
+        anchors = images_to_levels([cat_boxes(anchors) for anchors in anchor_list], num_level_anchors)
+        return AnchorTargets(anchors, labels, label_weights, bbox_targets, bbox_weights)
+
+    def loss_from_targets(self, cls_scores: List[Tensor], bbox_preds: List[Tensor], targets: AnchorTargets,
+                          cls_weights: List[Tensor]) -> dict:
+        """The per-level losses divided by the paper's normaliser, and the diagnostics, from one batch's targets.
+
+        ``cls_weights`` (per level, (N, anchors_l)) weigh the classification loss of each anchor:
+        ``targets.label_weights``, or those with the anchors an example selection drops set to 0 (OHEM). The
+        normaliser and the diagnostics count the positives of ``targets`` itself, whatever the selection.
+        """
+        positives = targets.positives(self.num_classes)  # per level (N, anchors_l)
+        num_pos = float(sum(positive.sum() for positive in positives))
+        # The paper's normaliser: the summed loss over all anchors / the positive anchors in the batch, at least 1 so
+        # that a batch without objects has a finite loss.
+        avg_factor = max(1.0, num_pos)
+        losses_cls, losses_bbox = multi_apply(self.loss_by_feat_single, cls_scores, bbox_preds, targets.anchors,
+                                              targets.labels, cls_weights, targets.bbox_targets, targets.bbox_weights,
+                                              avg_factor=avg_factor)
+        return dict(loss_cls=losses_cls, loss_bbox=losses_bbox,
+                    **self.diagnostics(cls_scores, targets.labels, positives))
+
+    def diagnostics(self, cls_scores: List[Tensor], labels: List[Tensor], positives: List[Tensor]) -> dict:
         """Logged beside the losses, not losses (no 'loss' in the keys: MMEngine logs them without adding them
         up): ``num_pos``, positive anchors per image; ``pos_prob``, the mean sigmoid probability of the true class
-        over the batch's positive anchors (left out when there are none)."""
+        over the batch's positive anchors (left out when there are none).
+
+        Args:
+            cls_scores: Per level, the class logits (N, A*K, H, W).
+            labels: Per level, the anchors' labels (N, anchors_l).
+            positives: Per level, which anchors are positive (N, anchors_l).
+        """
+        num_imgs = cls_scores[0].shape[0]
         new = cls_scores[0].new_tensor
-        out = {"num_pos": new(self._num_pos / max(num_imgs, 1))}
-        labels_list, weights_list = getattr(self, "_targets", ([], []))
-        self._targets = ([], [])
+        out = {"num_pos": new(float(sum(positive.sum() for positive in positives)) / max(num_imgs, 1))}
         with torch.no_grad():
             probs = []
-            for score, labels, weights in zip(cls_scores, labels_list, weights_list):
+            for score, labels_per_level, positive in zip(cls_scores, labels, positives):
                 # (N, A*K, H, W) -> (N*HWA, K), the order of labels (N, HWA) flattened
                 logits = score.detach().permute(0, 2, 3, 1).reshape(-1, self.cls_out_channels)
-                labels, weights = labels.reshape(-1), weights.reshape(-1)
-                positive = (labels < self.num_classes) & (weights > 0)
-                probs.append(logits[positive].gather(1, labels[positive][:, None]).sigmoid().flatten())
+                labels_per_level, positive = labels_per_level.reshape(-1), positive.reshape(-1)  # (N, HWA) -> (N*HWA,)
+                probs.append(logits[positive].gather(1, labels_per_level[positive][:, None]).sigmoid().flatten())
             probs = torch.cat(probs) if probs else new([])
             if probs.numel():
                 out["pos_prob"] = probs.mean()
         return out
-
-    def loss_by_feat(self, cls_scores: list, bbox_preds: list, batch_gt_instances: list, batch_img_metas: list,
-                     batch_gt_instances_ignore: Optional[list] = None) -> dict:
-        losses = super().loss_by_feat(cls_scores, bbox_preds, batch_gt_instances, batch_img_metas,
-                                      batch_gt_instances_ignore)
-        losses.update(self.diagnostics(cls_scores, len(batch_img_metas)))
-        return losses
