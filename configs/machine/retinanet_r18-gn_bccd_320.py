@@ -27,7 +27,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'val.json')
 test_evaluator = val_evaluator
 
-# 4,000 iterations of 4 images (~55 epochs of the 292 training images); minutes measured: see the README.
+# 4,000 iterations of 4 images (~55 epochs of the 292 training images); minutes measured: REPRODUCTION.md (BCCD).
 train_cfg = dict(max_iters=4000, val_interval=4000)
 default_hooks = dict(checkpoint=dict(interval=1000))
 param_scheduler = [
