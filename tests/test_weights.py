@@ -80,11 +80,11 @@ def test_pretrained_local_detector_file_takes_its_backbone(tiny_layouts, tmp_pat
 
 def test_load_from_an_80_class_detector_keeps_the_prior_classifier_and_says_which_keys_it_skipped(tiny_layouts,
                                                                                                    tmp_path):
-    from fltool.engine.config import load_config
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
 
     import fltool_plugins  # noqa: F401
+    from fltool.engine.config import load_config
 
     init_default_scope("mmdet")
     cfg = load_config(TINY, {"model.bbox_head.num_classes": 80})

@@ -152,6 +152,15 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+class Precision(str, Enum):
+    """``--precision`` (fltool.engine.precision)."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
 class BackendName(str, Enum):
     """The runtimes of fltool.engine.backends (eval and predict take one)."""
 
@@ -197,3 +206,8 @@ def metrics_table(metrics: dict, title: str, caption: str) -> Any:
 
 def per_class_table(per_class: dict, caption: str) -> Any:
     return table("per-class AP", ["class", "AP"], [[k, v] for k, v in per_class.items()], caption=caption)
+
+
+PrecisionOpt = Annotated[Precision, typer.Option(
+    "--precision", help="auto: bf16 where the CPU computes it natively (AMX, AVX512_BF16), else fp32; bf16 on a CPU "
+                        "(the network under autocast; losses, anchors and NMS in fp32); fp16/bf16 on a GPU (AMP).")]

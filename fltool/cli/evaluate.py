@@ -15,6 +15,8 @@ from fltool.cli.common import (
     Launcher,
     LauncherOpt,
     LocalRankOpt,
+    Precision,
+    PrecisionOpt,
     TrustOpt,
     WorkDirOpt,
     console,
@@ -50,6 +52,7 @@ def evaluate(
     img_size: ImgSizeOpt = None,
     trust_checkpoint: TrustOpt = False,
     launcher: LauncherOpt = Launcher.none,
+    precision: PrecisionOpt = Precision.fp32,
     backend: Annotated[BackendName, typer.Option("--backend", help="pytorch, or onnxruntime: CHECKPOINT is then the "
                                              ".onnx file of fltool export (a .pth is exported first).")
                        ] = BackendName.pytorch,
@@ -70,7 +73,7 @@ def evaluate(
         opts = EvalOptions(config=config, checkpoint=checkpoint, work_dir=work_dir, cfg_options=cfg_options,
                            ann_file=ann_file, img_dir=img_dir, per_class=per_class, show_dir=show_dir,
                            score_thr=score_thr, num_images=num_images, trust_checkpoint=trust_checkpoint,
-                           launcher=launcher.value, backend=backend.value)
+                           launcher=launcher.value, backend=backend.value, precision=precision.value)
         result = run_eval(opts, progress=display, exporter=export_for_onnxruntime)
     for note in result.notes:
         err_console.print(f"note: {note}", highlight=False, soft_wrap=True)

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from fltool.cli.common import BackendName, console, err_console, table
+from fltool.cli.common import BackendName, Precision, PrecisionOpt, console, err_console, table
 from fltool.cli.progress import ProgressDisplay
 from fltool.errors import DataError
 
@@ -40,6 +40,7 @@ def predict(
         show_default=False)] = None,
     trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Allow full unpickling of the "
                                                    "checkpoint (only for files you trust).")] = False,
+    precision: PrecisionOpt = Precision.fp32,
     backend: Annotated[BackendName, typer.Option("--backend", help="pytorch, or onnxruntime: an .onnx file of fltool "
                                              "export runs as it is (classes and preprocessing from its metadata); "
                                              "a checkpoint or work dir is exported into the output folder first.")
@@ -60,7 +61,8 @@ def predict(
 
     opts = PredictOptions(target=target, inputs=inputs, out_dir=out_dir, config=config, score_thr=score_thr,
                           batch_size=batch_size, device=device, classes=classes, stride=stride,
-                          draw=not no_draw, trust_checkpoint=trust_checkpoint, backend=backend.value)
+                          draw=not no_draw, trust_checkpoint=trust_checkpoint, backend=backend.value,
+                          precision=precision.value)
     with ProgressDisplay(err_console) as display:
         result = run_predict(opts, progress=display, exporter=export_for_onnxruntime)
     for note in result.notes:

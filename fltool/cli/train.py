@@ -13,6 +13,8 @@ from fltool.cli.common import (
     Launcher,
     LauncherOpt,
     LocalRankOpt,
+    Precision,
+    PrecisionOpt,
     TrustOpt,
     WorkDirOpt,
     console,
@@ -70,7 +72,9 @@ def train(
         "--load-from", help="Start from a whole detector (a file or URL; e.g. a COCO RetinaNet for data with "
                             "other classes): weights of the same shape load, the others keep their "
                             "initialisation; the schedule starts afresh.", show_default=False)] = None,
-    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (needs a CUDA GPU).")] = False,
+    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision fp16 on a CUDA GPU (= --precision fp16).")
+                   ] = False,
+    precision: PrecisionOpt = Precision.fp32,
     launcher: LauncherOpt = Launcher.none,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed.")] = None,
     deterministic: Annotated[bool, typer.Option("--deterministic", help="Deterministic algorithms.")] = False,
@@ -104,7 +108,7 @@ def train(
     data_opts = data_options(data, data_format, val_fraction, img_size)
     opts = TrainOptions(config=config or (None if data_opts else DEFAULT_CONFIG), work_dir=work_dir,
                         cfg_options=cfg_options, resume=resume, load_from=load_from, pretrained=pretrained,
-                        data=data_opts, amp=amp, launcher=launcher.value, seed=seed,
+                        data=data_opts, amp=amp, precision=precision.value, launcher=launcher.value, seed=seed,
                         deterministic=deterministic, max_iters=max_iters, max_epochs=max_epochs,
                         val_interval=val_interval, data_check=data_check.value, tensorboard=tensorboard,
                         trust_checkpoint=trust_checkpoint)

@@ -140,9 +140,11 @@ def machine_facts() -> dict:
 
     import torch
 
+    from fltool.engine.precision import native_bf16
     from fltool.fileio import cpu_name
 
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "cpu_avx512": "avx512f" in cpu_flags(),
+            "native_bf16": native_bf16(),
             "aten_isa": torch.backends.cpu.get_cpu_capability(), "torch_threads": torch.get_num_threads(),
             "env": {k: os.environ[k] for k in ISA_ENV if k in os.environ},
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
@@ -214,6 +216,13 @@ def _kernel() -> Check:
                  "(or set FLTOOL_NO_EXT=1 to run the losses in pure PyTorch)")
 
 
+def _bf16() -> Check:
+    from fltool.engine.precision import choose_precision, native_bf16
+
+    native = native_bf16()
+    return Check("bf16", native or "none", True, choose_precision("auto", "cpu", native).reason, required=False)
+
+
 def stack_report(extra: Optional[list[Callable[[], Check]]] = None) -> StackReport:
     """Run every check; never raises."""
     reinstall = "run scripts/setup.sh (or make setup)"
@@ -221,6 +230,7 @@ def stack_report(extra: Optional[list[Callable[[], Check]]] = None) -> StackRepo
         _check("python", _python, reinstall),
         _check("torch", _torch, "install torch first: .venv/bin/python -m pip install torch==2.13.0"),
         _check("cpu", _cpu, "", required=False),
+        _check("bf16", _bf16, "", required=False),
         _check("mmcv", _mmcv, f"rebuild MMCV with its ops: {REBUILD_MMCV}"),
         _check("mmengine", _mmengine, ".venv/bin/python -m pip install mmengine==0.10.7"),
         _check("mmdet", _mmdet, ".venv/bin/python -m pip install mmdet==3.3.0 (it needs mmcv>=2.0.0rc4,<2.2.0)"),

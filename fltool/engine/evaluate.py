@@ -31,6 +31,7 @@ class EvalOptions:
     trust_checkpoint: bool = False
     launcher: str = "none"
     backend: str = "pytorch"  # or "onnxruntime": an .onnx file, or a .pth exported first (fltool.engine.backends)
+    precision: str = "fp32"  # "auto" | "fp32" | "bf16" | "fp16": the model under autocast (fltool.engine.precision)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class EvalResult:
     wall_s: float
     show_dir: Optional[Path] = None
     notes: list = field(default_factory=list)
+    img_dir: Optional[Path] = None  # the test images' folder (the analyses draw them)
 
 
 def _point_test_set_at(cfg: Any, ann_file: Path, img_dir: Optional[Path]) -> None:
@@ -74,6 +76,17 @@ def _point_test_set_at(cfg: Any, ann_file: Path, img_dir: Optional[Path]) -> Non
         ev["ann_file"] = str(ann_file.resolve())
 
 
+def _set_precision(cfg: Any, requested: str, progress: ProgressFn) -> None:
+    import torch
+
+    from fltool.engine.precision import apply_evaluation_precision, choose_precision
+
+    precision = choose_precision(requested, "cuda" if torch.cuda.is_available() else "cpu")
+    apply_evaluation_precision(cfg, precision)
+    if precision.mixed or requested == "auto":
+        progress(ProgressEvent("note", f"precision: {precision.reason}"))
+
+
 def prepare_eval_config(opts: EvalOptions, progress: ProgressFn = no_progress) -> Any:
     compat.apply()
     cfg = load_config(opts.config, opts.cfg_options, opts.work_dir)
@@ -99,6 +112,7 @@ def prepare_eval_config(opts: EvalOptions, progress: ProgressFn = no_progress) -
     cfg.load_from = None  # fltool loads (and checks) the weights itself
     cfg.resume = False
     cfg.launcher = opts.launcher
+    _set_precision(cfg, opts.precision, progress)
     if opts.launcher != "none":
         compat.distributed_cfg_overrides(cfg)
     note = rn.hardening_note(rn.harden(cfg))
@@ -143,10 +157,10 @@ def evaluate(opts: EvalOptions, progress: ProgressFn = no_progress, exporter: Op
         with rn.translate_errors():
             raw = runner.test()
     raw = dict(raw or sink.get("raw", {}))
-    ann, _ = rn.dataset_paths(cfg, "test")
+    ann, img_dir = rn.dataset_paths(cfg, "test")
     metrics = coco_metrics(raw)
     if not has_bbox_metrics(raw):
         metrics = no_detection_metrics(ann)
         notes.append("no detections (none scored above model.test_cfg.score_thr): AP is 0")
     return EvalResult(metrics, raw, len(runner.test_dataloader.dataset), str(ann), str(ckpt),
-                      time.time() - start, Path(opts.show_dir) if opts.show_dir else None, notes)
+                      time.time() - start, Path(opts.show_dir) if opts.show_dir else None, notes, img_dir)

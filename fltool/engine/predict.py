@@ -59,6 +59,7 @@ class PredictOptions:
     draw: bool = True
     trust_checkpoint: bool = False
     backend: str = "pytorch"  # or "onnxruntime" (fltool.engine.backends)
+    precision: str = "fp32"  # the PyTorch model under autocast: "auto" | "fp32" | "bf16" | "fp16"
 
 
 @dataclass
@@ -137,13 +138,16 @@ class ModelBackend:
     """A detector as a backend (MMDetection's model, or an ``OnnxRuntimeDetector`` running an exported file): one
     batch in, detections in original image pixels out."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, autocast_dtype: Any = None) -> None:
         self.model = model
+        self.autocast_dtype = autocast_dtype  # the network under autocast (--precision bf16/fp16), else None
 
     def __call__(self, inputs: Any, data_samples: Sequence[Any]) -> list:
         import torch
 
-        with torch.no_grad():
+        device = inputs.device.type if hasattr(inputs, "device") else "cpu"
+        with torch.no_grad(), torch.autocast(device, dtype=self.autocast_dtype,
+                                             enabled=self.autocast_dtype is not None):
             results = self.model(inputs, list(data_samples), mode="predict")
         out = []
         for sample in results:
@@ -151,6 +155,21 @@ class ModelBackend:
             out.append((pred.bboxes.float().cpu().numpy(), pred.scores.float().cpu().numpy(),
                         pred.labels.cpu().numpy().astype(np.int64)))
         return out
+
+
+def _autocast_dtype(opts: PredictOptions, loaded: LoadedModel, progress: ProgressFn) -> Any:
+    """The autocast dtype of ``--precision`` for the PyTorch model (None: fp32, or another backend)."""
+    import torch
+
+    from fltool.engine.precision import choose_precision
+
+    if opts.backend != "pytorch":
+        return None
+    precision = choose_precision(opts.precision, "cuda" if str(opts.device).startswith("cuda") else "cpu")
+    if precision.mixed or opts.precision == "auto":
+        progress(ProgressEvent("note", f"precision: {precision.reason}"))
+    loaded.notes.append(f"precision: {precision.name}")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision.name)
 
 
 def _device(name: str) -> str:
@@ -364,7 +383,7 @@ def _predict_all(writer: OutputWriter, loaded: LoadedModel, keep: Optional[np.nd
 
     classes, out_dir = loaded.classes, writer.out_dir
     pre = Preprocessor(loaded.pipeline, loaded.model.data_preprocessor)
-    detect = detect or ModelBackend(loaded.model)
+    detect = detect or ModelBackend(loaded.model, _autocast_dtype(opts, loaded, progress))
     total = count(sources, opts.stride)
     per_class = dict.fromkeys(classes, 0)
     timing = {"model_s": 0.0, "preprocess_s": 0.0}

@@ -33,7 +33,8 @@ class TrainOptions:
     load_from: Union[str, Path, None] = None  # a file, zoo name or URL: a whole detector to start from
     pretrained: Optional[str] = None  # a file, torchvision://NAME or open-mmlab://NAME: the backbone's init
     data: Any = None  # fltool.engine.datasource.DataOptions: train on this dataset (--data)
-    amp: bool = False
+    amp: bool = False  # = precision "fp16" on a GPU (MMEngine's AmpOptimWrapper)
+    precision: str = "fp32"  # "auto" | "fp32" | "bf16" | "fp16" (fltool.engine.precision)
     launcher: str = "none"
     seed: Optional[int] = None
     deterministic: bool = False
@@ -72,15 +73,7 @@ def prepare_train_config(opts: TrainOptions, progress: ProgressFn = no_progress)
             randomness["seed"] = opts.seed
         randomness["deterministic"] = bool(opts.deterministic)
         cfg.randomness = randomness
-    if opts.amp:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("--amp needs a CUDA GPU and none is available", "train without --amp on the CPU")
-        wrapper = cfg.optim_wrapper
-        if wrapper.get("type", "OptimWrapper") == "OptimWrapper":
-            wrapper["type"] = "AmpOptimWrapper"
-            wrapper.setdefault("loss_scale", "dynamic")
+    _set_precision(cfg, opts, progress)
     if opts.resume == "auto":
         cfg.resume, cfg.load_from = True, None
     elif opts.resume:
@@ -117,6 +110,23 @@ def prepare_train_config(opts: TrainOptions, progress: ProgressFn = no_progress)
 
     check_class_names(config_classes(cfg), f"config {Path(cfg.filename).name if cfg.filename else ''}".strip())
     return cfg
+
+
+def _set_precision(cfg: Any, opts: TrainOptions, progress: ProgressFn) -> None:
+    """``--precision`` (``--amp`` = fp16 on a GPU), chosen by what the machine has (:mod:`fltool.engine.precision`),
+    set in the config and recorded there as ``fltool_precision`` (metrics.json's ``machine`` repeats it)."""
+    import torch
+
+    from fltool.engine.precision import apply_training_precision, choose_precision
+
+    if opts.amp and not torch.cuda.is_available():
+        raise ConfigError("--amp needs a CUDA GPU and none is available", "train without --amp on the CPU")
+    precision = choose_precision("fp16" if opts.amp else opts.precision,
+                                 "cuda" if torch.cuda.is_available() else "cpu")
+    apply_training_precision(cfg, precision)
+    cfg.fltool_precision = dict(name=precision.name, reason=precision.reason)
+    if precision.mixed or opts.precision == "auto":
+        progress(ProgressEvent("note", f"precision: {precision.reason}"))
 
 
 def _fmt(value: Any) -> str:
@@ -280,7 +290,8 @@ def _results(runner: Any, cfg: Any, sink: dict, notes: list, opts: TrainOptions,
             "checkpoint": last, "bbox": {k: v for k, v in metrics.items() if k != "per_class_AP"},
             "per_class_AP": metrics.get("per_class_AP", {}), "raw": sink.get("raw", {}),
             "val_ann_file": str(rn.dataset_paths(cfg, "val")[0]), "wall_s": round(time.time() - start, 1),
-            "machine": machine_facts(),
+            "machine": dict(machine_facts(), precision=(cfg.get("fltool_precision") or {}).get("name", "fp32"),
+                            precision_reason=(cfg.get("fltool_precision") or {}).get("reason")),
         })
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:

@@ -33,7 +33,7 @@ from mmdet.structures.bbox import get_box_tensor
 from torch import Tensor
 
 from ..losses.ohem import check_ohem_args, ohem_select
-from .retina_head import AnchorTargets, FocalRetinaHead
+from .retina_head import AnchorTargets, FocalRetinaHead, full_precision
 
 #: The paper's best OHEM (Table 1d): no ratio, B = 128, NMS at IoU 0.5.
 DEFAULT_OHEM = dict(num=128, pos_fraction=None, nms_thr=0.5)
@@ -61,6 +61,13 @@ class OHEMRetinaHead(FocalRetinaHead):
     def loss_by_feat(self, cls_scores: List[Tensor], bbox_preds: List[Tensor], batch_gt_instances: list,
                      batch_img_metas: list, batch_gt_instances_ignore: Optional[list] = None) -> dict:
         """``FocalRetinaHead.loss_by_feat`` with the OHEM selection between the targets and the per-level losses."""
+        with full_precision(cls_scores[0]):
+            cls_scores, bbox_preds = [s.float() for s in cls_scores], [p.float() for p in bbox_preds]
+            return self._ohem_losses(cls_scores, bbox_preds, batch_gt_instances, batch_img_metas,
+                                     batch_gt_instances_ignore)
+
+    def _ohem_losses(self, cls_scores: List[Tensor], bbox_preds: List[Tensor], batch_gt_instances: list,
+                     batch_img_metas: list, batch_gt_instances_ignore: Optional[list]) -> dict:
         targets = self.anchor_targets(cls_scores, batch_gt_instances, batch_img_metas, batch_gt_instances_ignore)
         selected = self.select_hard_examples(cls_scores, bbox_preds, targets)  # (N, anchors), all levels
         # (N, anchors) -> per level (N, anchors_l); the classification weights: 0 at every anchor not selected

@@ -47,6 +47,13 @@ class AnchorTargets(NamedTuple):
         return [(labels < num_classes) & (weights > 0) for labels, weights in zip(self.labels, self.label_weights)]
 
 
+def full_precision(like: Tensor) -> Any:
+    """A context in which autocast is off on ``like``'s device: under mixed precision (``--precision bf16`` on the
+    CPU, fp16/bf16 on a GPU) only the network runs in low precision; anchors, assignment, the losses (sums over
+    ~100k anchors) and NMS run in fp32."""
+    return torch.autocast(device_type=like.device.type, enabled=False)
+
+
 @MODELS.register_module()
 class FocalRetinaHead(RetinaHead):
     """RetinaNet head (Lin et al. 2017, section 4) with a configurable prior and positive-anchor logging.
@@ -88,8 +95,17 @@ class FocalRetinaHead(RetinaHead):
             batch_img_metas: Per image, its meta information (shapes).
             batch_gt_instances_ignore: Per image, boxes whose anchors are ignored, or None.
         """
-        targets = self.anchor_targets(cls_scores, batch_gt_instances, batch_img_metas, batch_gt_instances_ignore)
-        return self.loss_from_targets(cls_scores, bbox_preds, targets, cls_weights=targets.label_weights)
+        with full_precision(cls_scores[0]):
+            cls_scores, bbox_preds = [s.float() for s in cls_scores], [p.float() for p in bbox_preds]
+            targets = self.anchor_targets(cls_scores, batch_gt_instances, batch_img_metas,
+                                          batch_gt_instances_ignore)
+            return self.loss_from_targets(cls_scores, bbox_preds, targets, cls_weights=targets.label_weights)
+
+    def predict_by_feat(self, cls_scores: List[Tensor], bbox_preds: List[Tensor], *args: Any, **kwargs: Any) -> list:
+        """MMDetection's decoding and NMS, in fp32 whatever the autocast the network ran under."""
+        with full_precision(cls_scores[0]):
+            return super().predict_by_feat([s.float() for s in cls_scores], [p.float() for p in bbox_preds],
+                                           *args, **kwargs)
 
     def anchor_targets(self, cls_scores: List[Tensor], batch_gt_instances: list, batch_img_metas: list,
                        batch_gt_instances_ignore: Optional[list] = None) -> AnchorTargets:
