@@ -32,6 +32,9 @@ def export_table(result: Any) -> Any:
             ["in the graph", f"top {post['nms_pre']} per level, score > {post['score_thr']:g}, class-aware NMS at IoU "
                              f"{post['iou_threshold']:g}, at most {post['max_per_img']} detections"],
             ["opset", str(meta.source.get("opset"))]]
+    if getattr(meta, "thresholds", None):  # chosen by fltool analyze pr; predict --score-thr auto applies them
+        per = ", ".join(f"{k} {v:.3g}" for k, v in meta.thresholds.get("per_class", {}).items())
+        rows.append(["score thresholds", f"{meta.thresholds['overall']:.3g}" + (f" (per class: {per})" if per else "")])
     t = table("fltool export: onnx", ["", "value"], rows)
     t.columns[1].justify = "left"
     return t

@@ -7,7 +7,7 @@ import typer
 from typing_extensions import Annotated
 
 from fltool.about import VERSION as __version__
-from fltool.cli import analyze, bench, data, evaluate, export, predict, sweep, train
+from fltool.cli import analyze, analyze_detections, bench, compare, data, evaluate, export, predict, sweep, train
 from fltool.cli.common import command, console, new_app, table
 
 # One module per command (train, eval, predict, sweep, export: plain functions, importable and testable) or command
@@ -19,7 +19,10 @@ command(app, "predict")(predict.predict)
 command(app, "sweep", help=sweep.SWEEP_HELP)(sweep.sweep)
 command(app, "export")(export.export)
 app.add_typer(bench.app, name="bench")
+command(app, "compare")(compare.compare)
 app.add_typer(analyze.app, name="analyze")
+command(analyze.app, "errors")(analyze_detections.errors)
+command(analyze.app, "pr")(analyze_detections.pr)
 app.add_typer(data.app, name="data")
 
 

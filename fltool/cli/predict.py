@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -10,6 +10,23 @@ from typing_extensions import Annotated
 from fltool.cli.common import BackendName, Precision, PrecisionOpt, console, err_console, table
 from fltool.cli.progress import ProgressDisplay
 from fltool.errors import DataError
+
+
+def _check_score_thr(value: str) -> Any:
+    """A score in [0, 1] or auto; anything else is a usage error (exit 2)."""
+    from fltool.engine.thresholds import parse_score_thr
+    from fltool.errors import ConfigError
+
+    try:
+        return parse_score_thr(value)
+    except ConfigError as exc:
+        raise typer.BadParameter(exc.message) from None
+
+
+def _thr_text(given: Any, applied: dict) -> str:
+    if isinstance(given, float):
+        return f"{given:g}"
+    return "auto (" + ", ".join(f"{name} {thr:.3g}" for name, thr in applied.items()) + ")"
 
 
 def predict(
@@ -24,8 +41,8 @@ def predict(
         "--out-dir", help="Output folder: new, empty, or an earlier fltool predict's (only the files it wrote "
                           "are replaced); never an input folder (default: a new work_dirs/predict_<run folder "
                           "name>, _2, _3, ...).")] = None,
-    score_thr: Annotated[float, typer.Option("--score-thr", min=0.0, max=1.0,
-                                             help="Keep detections with at least this score.")] = 0.3,
+    score_thr: Annotated[str, typer.Option("--score-thr", callback=_check_score_thr, help="Keep detections with at "
+                                           "least this score; auto: the run's per-class thresholds.json.")] = "0.3",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")] = 1,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
     classes: Annotated[Optional[List[str]], typer.Option(
@@ -81,8 +98,8 @@ def predict(
     if result.failed:
         rows.append(["failed inputs", len(result.failed)])
     runtime = "ONNX Runtime, intra-op" if result.backend == "onnxruntime" else "PyTorch"
-    caption = (f"score >= {opts.score_thr:g}; measured on {t['device']} ({t['device_name']}), batch "
-               f"{t['batch_size']}, {t['threads']} threads ({runtime})")
+    caption = (f"score >= {_thr_text(opts.score_thr, result.score_thresholds)}; measured on {t['device']} "
+               f"({t['device_name']}), batch {t['batch_size']}, {t['threads']} threads ({runtime})")
     model = f"{result.onnx_file.name} (ONNX Runtime)" if result.onnx_file else result.checkpoint.name
     console.print(table(f"fltool predict: {model}", ["", "value"], rows, caption=caption))
     console.print(f"output:     {result.out_dir}\ndetections: {result.files['detections']}\n"

@@ -70,8 +70,9 @@ def _test_resize(cfg: Any) -> dict:
 
 
 def deploy_meta(cfg: Any, model: Any, post: Any, classes: Sequence[str], img_size: Optional[Sequence[int]],
-                source: dict) -> Any:
-    """The metadata a consumer needs: classes, input, preprocessing (from the config), post-processing."""
+                source: dict, thresholds: Optional[dict] = None) -> Any:
+    """The metadata a consumer needs: classes, input, preprocessing (from the config), post-processing, and the
+    run's chosen score thresholds where it has them."""
     from fltool_plugins.models import DeployMeta
 
     prep = model.data_preprocessor
@@ -98,7 +99,7 @@ def deploy_meta(cfg: Any, model: Any, post: Any, classes: Sequence[str], img_siz
                "scores": "(N,) float32 sigmoid class score, descending", "labels": "(N,) int64 index into classes"}
     inputs = {"name": "image", "layout": "NCHW", "dtype": "float32", "batch": 1, "fixed_hw": fixed}
     return DeployMeta(classes=list(classes), input=inputs, preprocess=preprocess, postprocess=asdict(post),
-                      outputs=outputs, source=source)
+                      outputs=outputs, source=source, thresholds=thresholds)
 
 
 def exportable(model: Any) -> Any:
@@ -119,7 +120,7 @@ def exportable(model: Any) -> Any:
 
 
 def export_model(model: Any, cfg: Any, out: Path, *, classes: Sequence[str], img_size: Optional[Sequence[int]] = None,
-                 opset: int = DEFAULT_OPSET, source: Optional[dict] = None) -> Any:
+                 opset: int = DEFAULT_OPSET, source: Optional[dict] = None, thresholds: Optional[dict] = None) -> Any:
     """Write ``model`` (an MMDetection RetinaNet with its weights) to ``out`` as one ONNX graph; returns the
     metadata written into it. Fixed input ``img_size`` (H, W), or any size when None."""
     import torch
@@ -153,7 +154,7 @@ def export_model(model: Any, cfg: Any, out: Path, *, classes: Sequence[str], img
         dynamic[INPUT_NAME] = {2: "height", 3: "width"}
     meta = deploy_meta(cfg, model, wrapper.post, classes, img_size,
                        dict(source or {}, opset=opset, fltool=__version__, torch=torch.__version__,
-                            exporter="torch.onnx.export (TorchScript-based)"))
+                            exporter="torch.onnx.export (TorchScript-based)"), thresholds)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
@@ -231,7 +232,8 @@ def export_onnx(opts: ExportOptions, progress: ProgressFn = no_progress) -> Expo
         t0 = time.time()
         meta = export_model(model, cfg, out, classes=classes, img_size=opts.img_size, opset=opts.opset,
                             source={"config": run.config.name if run.config else None,
-                                    "checkpoint": run.checkpoint.name})
+                                    "checkpoint": run.checkpoint.name},
+                            thresholds=_run_thresholds(run.checkpoint, notes))
         export_s = time.time() - t0
         report = None
         if opts.check:
@@ -245,6 +247,19 @@ def export_onnx(opts: ExportOptions, progress: ProgressFn = no_progress) -> Expo
         "size_bytes": result.size_bytes, "export_s": round(export_s, 2), "wall_s": round(time.time() - start, 1),
         "metadata": asdict(meta), "check": report.as_dict() if report is not None else None})
     return result
+
+
+def _run_thresholds(checkpoint: Path, notes: list) -> Optional[dict]:
+    """The score thresholds ``fltool analyze pr`` kept in the run (thresholds.json), for the metadata; None."""
+    from fltool.engine.thresholds import THRESHOLDS_FILE, read_thresholds
+
+    found = read_thresholds(checkpoint.parent)
+    if found is None:
+        return None
+    chosen_for = Path(found.source.get("checkpoint") or checkpoint.name).name
+    notes.append(f"score thresholds from {THRESHOLDS_FILE} carried into the metadata: {found.describe()}"
+                 + ("" if chosen_for == checkpoint.name else f" (chosen for {chosen_for})"))
+    return found.as_dict()
 
 
 def _set_test_scale(cfg: Any, scale_wh: tuple) -> None:

@@ -213,10 +213,12 @@ def _resolve_dataset(data: DataOptions, cache: Path, data_check: str, progress: 
     return dataset, notes
 
 
-def generated_name(config: str, data_path: Path) -> str:
+def generated_name(config: Any, data_path: Path) -> str:
+    """``<config name>_<data name>``; ``config`` may be a run's config already read (named by its file)."""
     from fltool.engine.config import resolve_config
 
-    return f"{resolve_config(config).stem}_{data_name(Path(data_path))}"
+    stem = Path(config.filename or "config").stem if hasattr(config, "filename") else resolve_config(config).stem
+    return f"{stem}_{data_name(Path(data_path))}"
 
 
 def _write(cfg: Any, path: Path) -> Path:

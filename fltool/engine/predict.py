@@ -51,7 +51,7 @@ class PredictOptions:
     inputs: Sequence[str]
     out_dir: Optional[Path] = None
     config: Optional[str] = None
-    score_thr: float = 0.3
+    score_thr: Any = 0.3  # a score, or "auto": the run's thresholds.json per class (fltool.engine.thresholds)
     batch_size: int = 1
     device: str = "cpu"
     classes: Optional[Sequence[str]] = None
@@ -77,6 +77,7 @@ class PredictResult:
     notes: list = field(default_factory=list)
     backend: str = "pytorch"
     onnx_file: Optional[Path] = None  # the file ONNX Runtime ran
+    score_thresholds: dict = field(default_factory=dict)  # class -> the score threshold applied
 
 
 @dataclass
@@ -92,6 +93,7 @@ class LoadedModel:
     threads: int  # torch's, or ONNX Runtime's intra-op threads
     onnx_file: Optional[Path] = None
     notes: list = field(default_factory=list)
+    score_thresholds: Any = None  # (num classes,) the threshold of each label: --score-thr, or the run's (auto)
 
 
 def config_test_pipeline(cfg: Any) -> list:
@@ -354,11 +356,32 @@ def predict(opts: PredictOptions, progress: ProgressFn = no_progress,
         raise
 
 
+def score_thresholds(value: Any, loaded: LoadedModel) -> np.ndarray:
+    """The score threshold of each label: ``--score-thr`` for all, or with ``auto`` the ones ``fltool analyze pr``
+    chose for the run (each class's where chosen, else the overall one): an exported file's metadata, else
+    thresholds.json beside the checkpoint (or the .onnx file)."""
+    from fltool.engine.thresholds import AUTO, Thresholds, parse_score_thr, run_thresholds
+
+    value = parse_score_thr(value)
+    if value != AUTO:
+        return np.full(len(loaded.classes), float(value))
+    chosen = None
+    if loaded.onnx_file is not None and loaded.checkpoint == loaded.onnx_file:  # an exported file given
+        from fltool.engine.backends import read_meta
+
+        carried = getattr(read_meta(loaded.onnx_file), "thresholds", None)
+        chosen = Thresholds.from_dict(carried, f"{loaded.onnx_file.name}'s metadata") if carried else None
+    chosen = chosen or run_thresholds(loaded.checkpoint, loaded.notes)
+    loaded.notes.append(f"--score-thr auto: {chosen.describe(loaded.classes)}")
+    return chosen.for_classes(loaded.classes)
+
+
 def _predict_into(out_dir: Path, replaceable: set, opts: PredictOptions, sources: Sequence[Source], failed: list,
                   progress: ProgressFn, detect: Optional[DetectFn], exporter: Optional[Exporter]) -> PredictResult:
     """:func:`predict` once its output folder is settled; what was written so far is listed in the folder's
     manifest whatever stops the run."""
     loaded = load_model(opts, out_dir, progress, replaceable, exporter)
+    loaded.score_thresholds = score_thresholds(opts.score_thr, loaded)
     classes = loaded.classes
     keep = _class_filter(classes, opts.classes)
     writer = OutputWriter(out_dir, classes, _colours(loaded.cfg, len(classes)), opts.draw, replaceable)
@@ -403,7 +426,7 @@ def _predict_all(writer: OutputWriter, loaded: LoadedModel, keep: Optional[np.nd
         timing["preprocess_s"] += t1 - t0
         timing["model_s"] += t2 - t1
         for (frame, _, original), (bboxes, scores, labels) in zip(batch, outputs):
-            mask = scores >= opts.score_thr
+            mask = scores >= loaded.score_thresholds[labels]
             if keep is not None:
                 mask &= np.isin(labels, keep)
             det = ImageDetections(frame.name, frame.source.path, frame.frame, original.shape[1],
@@ -442,7 +465,8 @@ def _predict_all(writer: OutputWriter, loaded: LoadedModel, keep: Optional[np.nd
                "backend": opts.backend, "onnx_file": str(loaded.onnx_file) if loaded.onnx_file else None,
                "classes": list(classes), "images": images, "detections_per_class": per_class,
                "score_thr": opts.score_thr, "failed": [{"input": i, "reason": r} for i, r in failed],
+               "score_thresholds": dict(zip(classes, loaded.score_thresholds.tolist())),
                "timing": per_image, "notes": loaded.notes}
     files = writer.close(summary)
     return PredictResult(out_dir, loaded.config, loaded.checkpoint, classes, opts.device, images, per_class, failed,
-                         per_image, files, loaded.notes, opts.backend, loaded.onnx_file)
+                         per_image, files, loaded.notes, opts.backend, loaded.onnx_file, summary["score_thresholds"])

@@ -13,7 +13,10 @@ Netron, readable with ``onnx.load(f).metadata_props`` or ONNX Runtime's ``get_mo
 - ``fltool.postprocess``: the thresholds inside the graph (``score_thr``, ``nms_pre`` per level, NMS
   ``iou_threshold``, ``max_per_img``, ``min_bbox_size``);
 - ``fltool.outputs``: what the outputs are (boxes in input pixels: divide by the resize factor for the original);
-- ``fltool.source``: the config and checkpoint it came from, the opset and fltool's version.
+- ``fltool.source``: the config and checkpoint it came from, the opset and fltool's version;
+- ``fltool.thresholds`` (optional, absent in files exported before it or from runs without one): the score
+  thresholds ``fltool analyze pr`` chose for the run, ``{"overall": t, "per_class": {name: t}, ...}``: keep a
+  detection when its score is at least its class's threshold, else the overall one.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from typing import Any, Optional
 SCHEMA = "fltool.onnx-detector/1"
 PREFIX = "fltool."
 _FIELDS = ("schema", "classes", "input", "preprocess", "postprocess", "outputs", "source")
+OPTIONAL_FIELD = "thresholds"
 
 
 class MetadataError(ValueError):
@@ -40,6 +44,7 @@ class DeployMeta:
     outputs: dict = field(default_factory=dict)
     source: dict = field(default_factory=dict)
     schema: str = SCHEMA
+    thresholds: Optional[dict] = None  # optional: written only when the run has chosen thresholds
 
     @property
     def fixed_hw(self) -> Optional[tuple]:
@@ -49,7 +54,10 @@ class DeployMeta:
     def to_props(self) -> dict:
         """``{'fltool.classes': '[...]', ...}``: what goes into the ONNX model's ``metadata_props``."""
         data = asdict(self)
-        return {PREFIX + key: data[key] if key == "schema" else json.dumps(data[key]) for key in _FIELDS}
+        props = {PREFIX + key: data[key] if key == "schema" else json.dumps(data[key]) for key in _FIELDS}
+        if self.thresholds is not None:
+            props[PREFIX + OPTIONAL_FIELD] = json.dumps(self.thresholds)
+        return props
 
     @classmethod
     def from_props(cls, props: dict, source: str = "the model") -> "DeployMeta":
@@ -68,7 +76,23 @@ class DeployMeta:
         problem = _problem(values)
         if problem:
             raise MetadataError(f"{source}: metadata {problem}")
-        return cls(**values)
+        return cls(**values, thresholds=_optional_thresholds(props, source))
+
+
+def _optional_thresholds(props: dict, source: str) -> Optional[dict]:
+    """``fltool.thresholds`` where the file has it (None where not: older files read as before)."""
+    if PREFIX + OPTIONAL_FIELD not in props:
+        return None
+    try:
+        value = json.loads(props[PREFIX + OPTIONAL_FIELD])
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise MetadataError(f"{source}: metadata {PREFIX}{OPTIONAL_FIELD} is not JSON ({exc})") from None
+    per_class = value.get("per_class", {}) if isinstance(value, dict) else None
+    if not (isinstance(value, dict) and _number(value.get("overall")) and isinstance(per_class, dict)
+            and all(isinstance(k, str) and _number(v) for k, v in per_class.items())):
+        raise MetadataError(f"{source}: metadata {PREFIX}{OPTIONAL_FIELD} must be an object with a number 'overall' "
+                            f"and 'per_class' numbers, got {json.dumps(value, default=str)[:80]}")
+    return value
 
 
 def _number(value: Any) -> bool:
