@@ -4,7 +4,8 @@ Importing this package registers everything into MMDetection's registries (confi
 the losses ``SigmoidFocalLoss`` / ``SigmoidFocalLossStar``, the heads ``FocalRetinaHead`` / ``OHEMRetinaHead``, the
 hooks ``AtomicCheckpointHook`` / ``NonFiniteLossHook`` / ``StopRequestHook``, the transform ``LoadImageChecked`` and
 the model ``OnnxRuntimeDetector`` (an exported ONNX file run by ONNX Runtime) and the optimizer wrapper
-``CpuAutocastOptimWrapper`` (bf16 mixed precision on the CPU).
+``CpuAutocastOptimWrapper`` (bf16 mixed precision on the CPU), and the experiment trackers
+``FltoolMLflowVisBackend`` / ``FltoolWandbVisBackend`` / ``FltoolDVCLiveVisBackend`` (vis backends).
 """
 from . import datasets as _datasets  # noqa: F401  (registration only)
 from . import heads as _heads  # noqa: F401
@@ -12,3 +13,4 @@ from . import hooks as _hooks  # noqa: F401
 from . import losses as _losses  # noqa: F401
 from . import models as _models  # noqa: F401
 from . import optim as _optim  # noqa: F401
+from . import vis_backends as _vis_backends  # noqa: F401

@@ -8,6 +8,8 @@
 #   TORCH_SPEC="torch==2.13.0"  what to install when .venv has no torch yet. An installed torch (e.g. a CUDA
 #                               build you put there first) is always kept.
 #   MAX_JOBS=N                  parallel compile jobs for MMCV's ops (default: number of cores)
+#   FLTOOL_EXTRAS=dev           the project's extras to install (default dev: the test tools, which bring track
+#                               and tune); e.g. FLTOOL_EXTRAS=track,tune for the trackers and Optuna without them
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,7 +22,8 @@ die() { echo "setup: ERROR: $*" >&2; exit 1; }
 say() { echo "setup: $*"; }
 
 # A finished set-up whose inputs are unchanged is not redone.
-inputs_hash() { cat pyproject.toml setup.py scripts/setup.sh plugins/csrc/*.cpp 2>/dev/null | sha256sum | cut -d' ' -f1; }
+inputs_hash() { { cat pyproject.toml setup.py scripts/setup.sh plugins/csrc/*.cpp; echo "${FLTOOL_EXTRAS:-dev}"; } \
+  2>/dev/null | sha256sum | cut -d' ' -f1; }
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(inputs_hash)" ] && "$PY" -c "import mmcv.ops, fltool" 2>/dev/null; then
   say "environment in .venv is up to date"
   exit 0
@@ -70,8 +73,9 @@ if ! have_mmcv_ops; then
   fi
 fi
 
-# 4. The project (editable) with mmdet/mmengine/pycocotools/typer/rich/matplotlib/pytest; builds fltool's kernel.
-"${PIP[@]}" install --no-build-isolation -e ".[dev]"
+# 4. The project (editable) with mmdet/mmengine/pycocotools/typer/rich/matplotlib and its extras (default dev: pytest,
+#    ruff, import-linter, and the track and tune extras the tests use); builds fltool's kernel.
+"${PIP[@]}" install --no-build-isolation -e ".[${FLTOOL_EXTRAS:-dev}]"
 
 # 5. mmengine's wheel asks for opencv-python (GUI build, needs libGL). Both packages own cv2/; keep headless only.
 if "$PY" -m pip show opencv-python >/dev/null 2>&1; then

@@ -196,6 +196,10 @@ class DataCheck(str, Enum):
 TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow full unpickling of the checkpoint (only "
                                         "for files from a source you trust; default: tensors only).")]
 LauncherOpt = Annotated[Launcher, typer.Option("--launcher", help="Job launcher: none, pytorch (torchrun) or slurm.")]
+TrackOpt = Annotated[Optional[List[str]], typer.Option(
+    "--track", help="Log the run to experiment trackers, comma-separated: tensorboard, mlflow, wandb, dvclive "
+                    "(mlflow/wandb/dvclive need the extra: pip install 'fltool[track]'; where: docs/tracking.md). A "
+                    "tracker that fails is one warning; the run goes on.", show_default=False)]
 LocalRankOpt = Annotated[Optional[int], typer.Option(
     "--local-rank", "--local_rank", hidden=True, help="Set by torch.distributed.launch; torchrun uses $LOCAL_RANK.")]
 

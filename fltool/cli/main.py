@@ -8,6 +8,7 @@ from typing_extensions import Annotated
 
 from fltool.about import VERSION as __version__
 from fltool.cli import analyze, analyze_detections, bench, compare, data, evaluate, export, predict, sweep, train
+from fltool.cli import tune as tune_cli
 from fltool.cli.common import command, console, new_app, table
 
 # One module per command (train, eval, predict, sweep, export: plain functions, importable and testable) or command
@@ -17,6 +18,7 @@ command(app, "train")(train.train)
 command(app, "eval")(evaluate.evaluate)
 command(app, "predict")(predict.predict)
 command(app, "sweep", help=sweep.SWEEP_HELP)(sweep.sweep)
+command(app, "tune", help=tune_cli.TUNE_HELP)(tune_cli.tune)
 command(app, "export")(export.export)
 app.add_typer(bench.app, name="bench")
 command(app, "compare")(compare.compare)

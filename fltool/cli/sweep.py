@@ -8,7 +8,17 @@ import typer
 from rich.console import Console
 from typing_extensions import Annotated
 
-from fltool.cli.common import CfgOptionsOpt, Launcher, LauncherOpt, LocalRankOpt, console, err_console, fmt, table
+from fltool.cli.common import (
+    CfgOptionsOpt,
+    Launcher,
+    LauncherOpt,
+    LocalRankOpt,
+    TrackOpt,
+    console,
+    err_console,
+    fmt,
+    table,
+)
 from fltool.cli.dataopts import DataOpt, FormatOpt, ImgSizeOpt, ValFractionOpt, data_options, sweep_data_config
 from fltool.cli.progress import ProgressDisplay, metrics_line
 from fltool.engine.sweep import LOSS_PRESETS, TABLE_METRICS
@@ -157,9 +167,11 @@ def sweep(
     data_format: FormatOpt = None,
     val_fraction: ValFractionOpt = None,
     img_size: ImgSizeOpt = None,
+    track: TrackOpt = None,
 ) -> None:
     from fltool.engine.sweep import SweepOptions, run_sweep
     from fltool.engine.sweep import list_points as engine_list_points
+    from fltool.engine.tracking import parse_track
     from fltool.errors import TrainingError
 
     config, work_dir = sweep_data_config(config, data_options(data, data_format, val_fraction, img_size),
@@ -168,7 +180,7 @@ def sweep(
     opts = SweepOptions(config=config, axes=list(set_ or []), seeds=_parse_seeds(seeds), work_dir=work_dir,
                         cfg_options=list(cfg_options or []) or None, max_iters=max_iters,
                         deterministic=deterministic, launcher=launcher.value, point=point,
-                        report_only=report_only)
+                        report_only=report_only, track=parse_track(track))
     if list_points:
         _print_points(*engine_list_points(opts))
         return

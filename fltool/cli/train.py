@@ -15,6 +15,7 @@ from fltool.cli.common import (
     LocalRankOpt,
     Precision,
     PrecisionOpt,
+    TrackOpt,
     TrustOpt,
     WorkDirOpt,
     console,
@@ -87,7 +88,9 @@ def train(
     data_check: Annotated[DataCheck, typer.Option(
         "--data-check", help="Before training: check the data and stop on errors (check), skip the check "
                              "(skip), or drop the bad records and train on the rest (drop).")] = DataCheck.check,
-    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log scalars to TensorBoard.")] = False,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log scalars to TensorBoard (the same as "
+                                                                    "--track tensorboard).")] = False,
+    track: TrackOpt = None,
     trust_checkpoint: TrustOpt = False,
     local_rank: LocalRankOpt = None,
 ) -> None:
@@ -111,7 +114,7 @@ def train(
                         data=data_opts, amp=amp, precision=precision.value, launcher=launcher.value, seed=seed,
                         deterministic=deterministic, max_iters=max_iters, max_epochs=max_epochs,
                         val_interval=val_interval, data_check=data_check.value, tensorboard=tensorboard,
-                        trust_checkpoint=trust_checkpoint)
+                        trust_checkpoint=trust_checkpoint, track=tuple(track or ()))
     with ProgressDisplay(err_console) as display:
         result = run_train(opts, progress=display)
     for note in result.notes:

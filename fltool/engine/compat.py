@@ -40,6 +40,13 @@ and is called by every engine entry point before MMEngine builds anything.
    reducer keep their own reference to the gloo group, so ``destroy_process_group`` only unregisters it and the
    C++ object is still freed in finalisation. A successful distributed command therefore also leaves at once
    (exit 0, streams and log handlers flushed) after destroying the group.
+7. ``torchrun --max-restarts``: the workers of a restart reach the elastic agent's TCPStore, which outlives the
+   failed attempt (``TORCHELASTIC_USE_AGENT_STORE``; torch/distributed/rendezvous.py assumes "a new TCPStore for
+   every retry", so it adds no per-attempt prefix). Gloo's process group then read the *previous* attempt's peer
+   addresses from it: the restarted ranks hung in ``init_process_group`` or failed with "connectFullMesh ...
+   Connection refused" to the dead worker's port (seen with torch 2.13 and a rank killed by SIGKILL; a plain gloo
+   script shows the same race). A restarted rank therefore puts its process group's keys under
+   ``fltool/restart_<n>/`` of that store.
 """
 from __future__ import annotations
 
@@ -150,6 +157,13 @@ def init_distributed(launcher: str) -> None:
     backend = dist_backend()
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if launcher == "pytorch" and restart not in (None, "0"):
+        # Item 7: a torchrun restart keeps the agent's store; keys of this attempt only, under their own prefix.
+        store, rank, world_size = next(dist.rendezvous("env://"))
+        store = dist.PrefixStore(f"fltool/restart_{restart}", store)
+        dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world_size)
+        return
     dist.init_process_group(backend=backend)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from fltool.engine import compat
+from fltool.engine import compat, tracking
 from fltool.engine import runner as rn
 from fltool.engine.config import load_config
 from fltool.engine.datacheck import check_training_data
@@ -42,8 +42,10 @@ class TrainOptions:
     max_epochs: Optional[int] = None
     val_interval: Optional[int] = None
     data_check: str = "check"  # "check" (stop on errors), "skip", "drop" (drop bad records, say how many)
-    tensorboard: bool = False
+    tensorboard: bool = False  # the same as track=("tensorboard",)
     trust_checkpoint: bool = False
+    track: Sequence[str] = ()  # experiment trackers: tensorboard, mlflow, wandb, dvclive (fltool.engine.tracking)
+    track_group: Any = None  # fltool.engine.tracking.TrackGroup: the sweep or tune this run belongs to
 
 
 @dataclass
@@ -89,18 +91,9 @@ def prepare_train_config(opts: TrainOptions, progress: ProgressFn = no_progress)
     cfg.launcher = opts.launcher
     if opts.launcher != "none":
         compat.distributed_cfg_overrides(cfg)
-    if opts.tensorboard:
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            raise ConfigError("--tensorboard needs the tensorboard package",
-                              "install it: .venv/bin/python -m pip install tensorboard") from None
-        vis = cfg.get("visualizer") or dict(type="DetLocalVisualizer", name="visualizer")
-        backends = list(vis.get("vis_backends") or [dict(type="LocalVisBackend")])
-        if not any(b.get("type") == "TensorboardVisBackend" for b in backends):
-            backends.append(dict(type="TensorboardVisBackend"))
-        vis["vis_backends"] = backends
-        cfg.visualizer = vis
+    trackers = tracking.parse_track(opts.track, opts.tensorboard)
+    if trackers:
+        tracking.configure(cfg, trackers, Path(cfg.work_dir), opts.track_group)
     rn.resolve_embedded_dataset(cfg, progress)
     note = rn.hardening_note(rn.harden(cfg))
     if note:
@@ -233,6 +226,8 @@ def _run_training(cfg: Any, opts: TrainOptions, progress: ProgressFn) -> tuple[A
         progress(ProgressEvent("note", note))
     runner.register_hook(progress_hook(progress, sink))
     runner.register_hook(StopRequestHook(stop))
+    if tracking.parse_track(opts.track, opts.tensorboard):
+        runner.register_hook(tracking.tracking_hook(tracking.changed_params(opts, opts.track_group)))
     stop.install()
     try:
         with rn.translate_errors(), contextlib.ExitStack() as trust:
@@ -240,7 +235,11 @@ def _run_training(cfg: Any, opts: TrainOptions, progress: ProgressFn) -> tuple[A
                 trust.enter_context(trusted(cfg.load_from))
                 trust.enter_context(trusted(opts.pretrained))
             runner.train()
-    except TrainingStopped as exc:
+    except BaseException as exc:  # MMEngine's after_run never comes: end the trackers' runs, files complete
+        stopped = isinstance(exc, (TrainingStopped, KeyboardInterrupt))
+        tracking.close_trackers(runner, getattr(exc, "track_status", "KILLED" if stopped else "FAILED"))
+        if not isinstance(exc, TrainingStopped):
+            raise
         raise Interrupted(f"{exc}; checkpoint saved: {exc.checkpoint}", exc.signum,
                           f"continue with: fltool train {opts.config} --resume auto --work-dir {cfg.work_dir}") \
             from None

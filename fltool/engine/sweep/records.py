@@ -31,6 +31,7 @@ class SweepOptions:
     launcher: str = "none"
     point: Optional[int] = None  # run only this point (all seeds)
     report_only: bool = False
+    track: tuple = ()  # experiment trackers (fltool.engine.tracking); the sweep's runs form one group
 
 
 def default_work_dir(config_path: Path) -> Path:

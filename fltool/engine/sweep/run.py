@@ -50,6 +50,7 @@ class _Context:
     seeds: list
     is_main: bool
     world_size: int
+    group: Any = None  # fltool.engine.tracking.TrackGroup when the sweep is tracked
 
 
 def run_sweep(opts: SweepOptions, progress: ProgressFn = no_progress) -> SweepResult:
@@ -72,6 +73,12 @@ def run_sweep(opts: SweepOptions, progress: ProgressFn = no_progress) -> SweepRe
         write_sweep_record(opts, grid, sweep_dir, seeds, world_size)
     ctx = _Context(opts, grid, sweep_dir, seeds, is_main, world_size)
     plan, skipped = _plan(ctx, progress)
+    notes: list = []
+    if opts.track and plan and is_main:
+        from fltool.engine import tracking
+
+        ctx.group = tracking.open_group(opts.track, sweep_dir.name, "sweep", sweep_dir,
+                                        {"axes": " ".join(opts.axes), "seeds": seeds}, notes)
     trained = resumed = 0
     failed: list = []
     same_data = not any("dataloader" in a.target or "dataset" in a.target for a in grid.axes)
@@ -83,6 +90,14 @@ def run_sweep(opts: SweepOptions, progress: ProgressFn = no_progress) -> SweepRe
         return SweepResult(sweep_dir, grid, seeds, [], trained, resumed, skipped, failed, is_main=False)
     result = build_report(opts, grid, sweep_dir, seeds, progress, write=opts.point is None)
     result.trained, result.resumed, result.skipped, result.failed = trained, resumed, skipped, failed
+    if ctx.group is not None:
+        from fltool.engine import tracking
+
+        best = max((s.mean for s in result.summaries if s.mean.get("AP") is not None), default={},
+                   key=lambda mean: mean["AP"])
+        tracking.close_group(ctx.group, {f"best_{k}": v for k, v in best.items()}, list(result.files.values()),
+                             notes=notes)
+    result.notes.extend(notes)
     if opts.point is not None:
         result.notes.append(f"--point {opts.point}: the report files are left to "
                             f"`{result.report_command}` once every point has finished")
@@ -137,7 +152,8 @@ def _train_one(ctx: _Context, item: tuple, i: int, total: int, check_data: bool,
     train_opts = train_mod.TrainOptions(
         config=ctx.opts.config, work_dir=run_dir, cfg_options=cfg_options, resume=resume, launcher=ctx.opts.launcher,
         seed=seed, deterministic=ctx.opts.deterministic, max_iters=ctx.opts.max_iters,
-        data_check="check" if check_data else "skip")  # the data is checked once
+        data_check="check" if check_data else "skip",  # the data is checked once
+        track=ctx.opts.track, track_group=_run_group(ctx.group, point, seed))
     try:
         result = train_mod.train(train_opts, progress)
     except Interrupted as exc:
@@ -155,3 +171,12 @@ def _train_one(ctx: _Context, item: tuple, i: int, total: int, check_data: bool,
     progress(ProgressEvent("sweep_run_end", f"run {i}/{total} done: {label}", iteration=i, max_iters=total,
                            values={k: result.metrics.get(k) for k in METRICS}))
     return True
+
+
+def _run_group(group: Any, point: Any, seed: int) -> Any:
+    """The sweep's tracking group as one run of it sees it: its name and settings."""
+    if group is None:
+        return None
+    from dataclasses import replace
+
+    return replace(group, run_name=f"{point.id}/seed{seed}", params={**point.settings, "seed": seed})
