@@ -1,10 +1,12 @@
 """Build script for fltool's C++ focal-loss kernel.
 
 Everything else about the package lives in pyproject.toml. The kernel is compiled against the torch that is already
-installed (hence ``pip install --no-build-isolation``); it vectorises with ATen's ``at::vec`` (8 float lanes, with
-its own inline exp/log1p polynomials) when the build machine has AVX2+FMA, and falls back to ATen's portable path
-otherwise. Set ``FLTOOL_NO_EXT=1`` to skip it:
-the losses then run their pure-PyTorch closed form (the same maths, slower on CPU).
+installed (hence ``pip install --no-build-isolation``) and vectorised with ATen's ``at::vec``, once per instruction set
+as ATen builds its own kernels: the portable build ``_focal_ext`` everywhere and, on x86-64, ``_focal_ext_avx2``
+(AVX2 + FMA, 8 float lanes) and ``_focal_ext_avx512`` (AVX-512 F/BW/VL/DQ, 16 lanes), whatever the build machine has
+(any x86-64 compiler accepts both flag sets; only running a build needs the CPU). At import, fltool_plugins.losses
+picks the best one the CPU runs. Set ``FLTOOL_NO_EXT=1`` to skip them all: the losses then run their pure-PyTorch
+closed form (the same maths, slower on CPU).
 """
 import os
 import platform
@@ -21,14 +23,14 @@ PACKAGES = [name for top, folder in PACKAGE_DIR.items()
             for name in [top] + [f"{top}.{sub}" for sub in find_packages(where=str(HERE / folder))]]
 
 
-def _cpu_has(*flags: str) -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-    except OSError:
-        return False
-    words = set(text.split())
-    return all(flag in words for flag in flags)
+# Kernel variants: module name -> (source, compile flags). at::vec picks its specialisation from the CPU_CAPABILITY
+# macros; each x86 variant has its own small source file that includes focal_loss.cpp, so that the three objects do not
+# share a path in the build directory.
+_X86_VARIANTS = {
+    "_focal_ext_avx2": ("focal_loss_avx2.cpp", ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]),
+    "_focal_ext_avx512": ("focal_loss_avx512.cpp", ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma",
+                                                    "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"]),
+}
 
 
 def _extensions():
@@ -37,16 +39,13 @@ def _extensions():
     from torch.utils.cpp_extension import BuildExtension, CppExtension
 
     args = ["-O3", "-g0", "-std=c++17", "-fopenmp"]  # -g0: no debug info (Python's CFLAGS carry -g)
-    if platform.machine() in ("x86_64", "AMD64") and _cpu_has("avx2", "fma"):
-        # at::vec picks its AVX2 specialisation from these macros (Sleef, exported by libtorch_cpu, for pow).
-        args += ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
-    ext = CppExtension(
-        name="fltool_plugins._focal_ext",
-        sources=["plugins/csrc/focal_loss.cpp"],
-        extra_compile_args=args,
-        extra_link_args=["-fopenmp"],
-    )
-    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+    variants = {"_focal_ext": ("focal_loss.cpp", [])}  # portable: every platform, and x86 CPUs without AVX2
+    if platform.machine() in ("x86_64", "AMD64"):
+        variants.update(_X86_VARIANTS)
+    exts = [CppExtension(name=f"fltool_plugins.{module}", sources=[f"plugins/csrc/{source}"],
+                         extra_compile_args=args + flags, extra_link_args=["-fopenmp"])
+            for module, (source, flags) in variants.items()]
+    return exts, {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 
 class BuildPyWithConfigs(build_py):

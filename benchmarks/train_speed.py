@@ -11,7 +11,9 @@ ATEN_CPU_CAPABILITY=avx2``, what a CPU without AVX-512 runs), it trains twice, e
   ``DefaultSampler``, MMEngine's ``CheckpointHook``, no extra hooks -- run by MMEngine's ``Runner`` as
   ``tools/train.py`` would;
 - ``fltool``: the config as ``fltool train`` runs it (fltool's head, fused focal-loss kernel, channels-last
-  convolutions, fused AdamW, numpy image packing (PackDetInputsFast), InfiniteSampler, its checks and hooks).
+  convolutions, fused AdamW, numpy image packing (PackDetInputsFast), InfiniteSampler, its checks and hooks);
+- ``fltool-bf16``: the same with ``--precision bf16`` (the network under CPU autocast; losses in fp32): fast only
+  where the CPU computes bf16 natively (AMX, AVX512_BF16; ``fltool doctor``'s bf16 row), emulated on the avx2 setting.
 
 Both get the same optimiser settings, schedule, seed and evaluation interval, and the same benchmark-only hook
 (benchmarks/_iter_clock.py) that times every training iteration (data loading included, evaluation excluded).
@@ -99,7 +101,8 @@ def child(recipe: str, config: str, work_dir: Path, iters: int, val_interval: in
     cfg.custom_imports = dict(imports=imports + ["_iter_clock"], allow_failed_imports=False)
     recipe_file = work_dir / "fltool_recipe.py"
     cfg.dump(str(recipe_file))
-    train(TrainOptions(config=str(recipe_file), work_dir=work_dir))
+    train(TrainOptions(config=str(recipe_file), work_dir=work_dir,
+                       precision="bf16" if recipe == "fltool-bf16" else "fp32"))
 
 
 # ---------------------------------------------------------------------------------------------------- the parent
@@ -138,7 +141,7 @@ def main() -> int:
     parser.add_argument("--target-ap", type=float, default=0.6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("work_dirs/bench_train_speed"))
-    parser.add_argument("--child", choices=("stock", "fltool"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("stock", "fltool", "fltool-bf16"), help=argparse.SUPPRESS)
     parser.add_argument("--work-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -179,23 +182,24 @@ def main() -> int:
           f"{'with' if avx512 else 'without'} AVX-512; "
           f"time to AP >= {args.target_ap} counts training seconds only (evaluations every {args.val_interval} "
           "iterations excluded)")
-    header = f"{'ISA':6} {'recipe':7} {'it/s':>6} {'train s':>8} {'to AP s':>8} {'final AP':>9} {'wall s':>7}"
+    header = f"{'ISA':6} {'recipe':11} {'it/s':>6} {'train s':>8} {'to AP s':>8} {'final AP':>9} {'wall s':>7}"
     print(header)
     for r in results:
         to_ap = f"{r['time_to_target_s']:.0f}" if r["time_to_target_s"] is not None else "never"
-        print(f"{r['isa']:6} {r['recipe']:7} {r['it_per_s']:6.2f} {r['train_s']:8.0f} {to_ap:>8} "
+        print(f"{r['isa']:6} {r['recipe']:11} {r['it_per_s']:6.2f} {r['train_s']:8.0f} {to_ap:>8} "
               f"{r['final_AP'] if r['final_AP'] is not None else 'n/a':>9} {r['wall_s']:7.0f}")
     speedups = {}
     for isa in args.isa.split(","):
         by = {r["recipe"]: r for r in results if r["isa"] == isa}
-        if {"stock", "fltool"} <= set(by):
-            s, f = by["stock"], by["fltool"]
-            speedups[isa] = {
-                "it_per_s": round(f["it_per_s"] / s["it_per_s"], 2),
-                "time_to_target": (round(s["time_to_target_s"] / f["time_to_target_s"], 2)
-                                   if s["time_to_target_s"] and f["time_to_target_s"] else None)}
-            print(f"fltool / stock [{isa}]: {speedups[isa]['it_per_s']:.2f}x iterations per second, "
-                  f"{speedups[isa]['time_to_target'] or 'n/a'}x time to AP {args.target_ap}")
+        for fast, slow in (("fltool", "stock"), ("fltool-bf16", "stock"), ("fltool-bf16", "fltool")):
+            if {fast, slow} <= set(by):
+                f, s = by[fast], by[slow]
+                ratio = {"it_per_s": round(f["it_per_s"] / s["it_per_s"], 2),
+                         "time_to_target": (round(s["time_to_target_s"] / f["time_to_target_s"], 2)
+                                            if s["time_to_target_s"] and f["time_to_target_s"] else None)}
+                speedups.setdefault(isa, {})[f"{fast}/{slow}"] = ratio
+                print(f"{fast} / {slow} [{isa}]: {ratio['it_per_s']:.2f}x iterations per second, "
+                      f"{ratio['time_to_target'] or 'n/a'}x time to AP {args.target_ap}")
     args.out.mkdir(parents=True, exist_ok=True)
     payload = {"config": args.config, "iterations": args.iters, "target_ap": args.target_ap,
                "cpu": cpu_name(), "cores": os.cpu_count(), "cpu_avx512": avx512, "results": results,

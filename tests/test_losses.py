@@ -528,7 +528,7 @@ def test_auto_backend_dispatches_cpu_float32_to_the_kernel_and_float64_to_torch(
     x.requires_grad_(True)
     auto = loss_fn(x, labels, weight=weight, reduction="sum", backend="auto")
     auto.backward()
-    assert spy.calls == ["forward", "backward"]
+    assert spy.calls == ["forward_backward"]  # a reduced loss whose gradient follows: one pass, backward only scales
     reference = loss_fn(x.detach(), labels, weight=weight, reduction="sum", backend="torch")
     torch.testing.assert_close(auto.detach(), reference, rtol=1e-5, atol=1e-6)
     spy.calls.clear()
@@ -567,6 +567,156 @@ def test_fltool_no_ext_opts_out_of_the_kernel_and_the_pytorch_fallback_trains(tm
     assert out["fl"] == pytest.approx(expected_fl.item(), rel=1e-6)
     assert out["star"] == pytest.approx(expected_star.item(), rel=1e-6)
     assert out["grad_finite"] and out["grad_sum"] > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The kernel's instruction-set builds: each one this CPU runs, the choice between them, the fused pass, reused outputs
+# ---------------------------------------------------------------------------------------------------------------------
+
+AVX512_CPU = {"avx512_f": True, "avx512_bw": True, "avx512_vl": True, "avx512_dq": True, "avx2": True, "fma3": True}
+AVX2_CPU = {"avx2": True, "fma3": True, "avx512_f": False}
+
+
+@needs_kernel
+@pytest.mark.parametrize("isa", list(functional.KERNEL_BUILDS))
+def test_each_kernel_build_the_cpu_runs_matches_the_pytorch_closed_form(isa):
+    variants = functional.kernel_variants()
+    if isa not in variants:
+        pytest.skip(f"the {isa} build is not installed here or this CPU cannot run it")
+    n, k = 203, 37  # rows not a multiple of a block, columns not a multiple of 8 or 16 lanes
+    x, labels, _, weight = make_batch(n=n, k=k, dtype=torch.float32, seed=3)
+    g = torch.Generator().manual_seed(7)
+    soft, element_weight, upstream = torch.rand(n, k, generator=g), torch.rand(n, k, generator=g), torch.randn(n, k)
+    losses = [(sigmoid_focal_loss, dict(gamma=gamma)) for gamma in (0.0, 0.5, 2.0, 3.0)]
+    losses.append((sigmoid_focal_loss_star, dict(gamma=2.0, beta=1.0)))
+
+    def value_and_grad(fn, targets, reduction, backend, **kw):
+        xg = x.clone().requires_grad_()
+        loss = fn(xg, targets, reduction=reduction, backend=backend, **kw)
+        loss.backward(upstream if reduction == "none" else None)  # "mean": the fused pass, scaled in backward
+        return loss.detach(), xg.grad
+
+    with functional.using_kernel(variants[isa]):
+        for fn, kw in losses:
+            for targets, w in ((labels, weight), (soft, element_weight)):
+                for reduction, avg in (("mean", 17.0), ("none", None)):
+                    args = dict(kw, alpha=0.25, weight=w, avg_factor=avg)
+                    loss_k, grad_k = value_and_grad(fn, targets, reduction, "kernel", **args)
+                    loss_t, grad_t = value_and_grad(fn, targets, reduction, "torch", **args)
+                    torch.testing.assert_close(loss_k, loss_t, rtol=1e-5, atol=1e-7)
+                    torch.testing.assert_close(grad_k, grad_t, rtol=1e-5, atol=1e-7)
+
+
+def test_kernel_isa_choice_takes_the_best_build_the_cpu_runs_and_only_lowers_it_on_request():
+    choose = functional.kernel_isa_choice
+    assert choose(AVX512_CPU, "AVX512", None)[0] == ["avx512", "avx2", "default"]
+    assert choose(AVX2_CPU, "AVX2", None)[0] == ["avx2", "default"]
+    assert choose({"avx2": True}, "DEFAULT", None)[0] == ["default"]  # AVX2 without FMA: the portable build
+    assert choose({"sve": True}, "SVE256", None)[0] == ["default"]  # not x86: the portable build
+    assert choose({}, "AVX2", None)[0] == ["avx2", "default"]  # an older torch without get_capabilities: ATen's level
+    forced, why = choose(AVX512_CPU, "AVX512", "avx2")
+    assert forced[0] == "avx2" and "FLTOOL_KERNEL_ISA=avx2" in why
+    assert choose(AVX512_CPU, "AVX2", None)[0][0] == "avx2"  # ATEN_CPU_CAPABILITY=avx2 lowers it too
+    raised, why = choose(AVX2_CPU, "AVX512", "avx512")  # never above what the CPU has
+    assert raised[0] == "avx2" and "ignored" in why
+    assert choose(AVX512_CPU, "AVX512", "sse")[0][0] == "avx512"
+
+
+@needs_kernel
+def test_a_cpu_without_avx512_never_loads_the_avx512_build(monkeypatch):
+    imported = []
+    real_import = functional._import_kernel
+    without_avx512 = dict(torch.cpu.get_capabilities(), avx512_f=False)  # this CPU, less AVX-512 (never more)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: without_avx512)
+    monkeypatch.setattr(functional, "_import_kernel", lambda isa: imported.append(isa) or real_import(isa))
+    monkeypatch.delenv(functional.KERNEL_ISA_ENV, raising=False)
+    module, why = functional._load_kernel()
+    assert "avx512" not in functional.kernel_variants()
+    assert "avx512" not in imported and module is not None
+    assert module.isa() in ("avx2", "default") and ("not AVX-512" in why or "neither" in why)
+
+
+@needs_kernel
+def test_fltool_kernel_isa_avx2_runs_the_avx2_build_and_does_not_load_the_avx512_one(tmp_path):
+    """On a CPU with AVX-512 the override forces the AVX2 build (its fallback path), checked in a fresh process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if "avx2" not in functional.kernel_variants():
+        pytest.skip("no AVX2 build here (not x86-64, or the CPU lacks AVX2 + FMA)")
+    x, labels, _, weight = make_batch(n=300, k=80, dtype=torch.float32)
+    torch.save({"x": x, "labels": labels, "weight": weight}, tmp_path / "batch.pt")
+    # The child imports the losses' module alone, not the package's mmdet registrations: a few seconds less.
+    script = (
+        "import importlib.util, json, sys, types, torch\n"
+        "root = importlib.util.find_spec('fltool_plugins').submodule_search_locations[0]\n"
+        "for name, path in (('fltool_plugins', root), ('fltool_plugins.losses', root + '/losses')):\n"
+        "    sys.modules[name] = types.ModuleType(name)\n"
+        "    sys.modules[name].__path__ = [path]\n"
+        "from fltool_plugins.losses.functional import kernel_info, sigmoid_focal_loss\n"
+        f"b = torch.load({str(tmp_path / 'batch.pt')!r})\n"
+        "x = b['x'].clone().requires_grad_(True)\n"
+        "loss = sigmoid_focal_loss(x, b['labels'], weight=b['weight'], reduction='mean', avg_factor=7.0,\n"
+        "                          backend='kernel')\n"
+        "loss.backward()\n"
+        "torch.save(x.grad, sys.argv[1])\n"
+        "print(json.dumps({'info': kernel_info(), 'loss': loss.item(),\n"
+        "                  'loaded': sorted(m for m in sys.modules if '_focal_ext' in m)}))\n")
+    env = dict(os.environ, FLTOOL_KERNEL_ISA="avx2")
+    env.pop("ATEN_CPU_CAPABILITY", None)
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "grad.pt")], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["info"]["isa"] == "avx2" and "FLTOOL_KERNEL_ISA=avx2" in out["info"]["detail"]
+    assert out["loaded"] == ["fltool_plugins._focal_ext_avx2"]
+    loss_t, grad_t = grad_of(sigmoid_focal_loss, x, labels, weight=weight, reduction="mean", avg_factor=7.0,
+                             backend="torch")
+    assert out["loss"] == pytest.approx(loss_t.item(), rel=1e-5)
+    torch.testing.assert_close(torch.load(tmp_path / "grad.pt"), grad_t, rtol=1e-5, atol=1e-7)
+
+
+@needs_kernel
+def test_fused_gradient_is_scaled_once_and_a_second_backward_recomputes_it():
+    x, labels, _, weight = make_batch(n=150, k=9, dtype=torch.float32)
+    expected = grad_of(sigmoid_focal_loss, x, labels, weight=weight, reduction="mean", avg_factor=11.0,
+                       backend="torch")[1]
+    xk = x.clone().requires_grad_()
+    loss = 3.0 * sigmoid_focal_loss(xk, labels, weight=weight, reduction="mean", avg_factor=11.0, backend="kernel")
+    loss.backward(retain_graph=True)
+    torch.testing.assert_close(xk.grad, 3.0 * expected, rtol=1e-5, atol=1e-7)
+    xk.grad = None
+    loss.backward()  # the fused gradient was handed over; this one comes from the backward pass
+    torch.testing.assert_close(xk.grad, 3.0 * expected, rtol=1e-5, atol=1e-7)
+
+
+@needs_kernel
+def test_kernel_reuses_a_freed_output_buffer_and_never_one_still_in_use():
+    ext = functional._focal_ext
+    ext.release_pool()
+    n, k = 4096, 80  # 1.3 MB: large enough for the kernel to keep for reuse
+    x, labels, _, weight = make_batch(n=n, k=k, dtype=torch.float32)
+    xk = x.clone().requires_grad_()
+
+    def gradient():
+        xk.grad = None
+        sigmoid_focal_loss(xk, labels, weight=weight, reduction="sum", backend="kernel").backward()
+        return xk.grad
+
+    first = gradient()
+    a, kept = first.data_ptr(), first.clone()
+    b = gradient().data_ptr()  # `first` still holds its buffer: this one must be another
+    assert b != a
+    torch.testing.assert_close(first, kept, rtol=0, atol=0)
+    del first
+    xk.grad = None
+    held = ext.pool_free_bytes()
+    assert held == 2 * n * k * 4
+    # a kept buffer, and moved into .grad by autograd without a copy
+    assert gradient().data_ptr() in (a, b) and ext.pool_free_bytes() == held - n * k * 4
+    torch.testing.assert_close(xk.grad, kept, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -210,10 +210,12 @@ def _kernel() -> Check:
     info = kernel_info()
     if KERNEL_OPT_OUT:  # the user chose the PyTorch fallback: not a fault
         return Check("fltool kernel", "off", True, info["detail"])
-    # The kernel is part of the product on CPU: a missing one is a broken install, not a warning.
+    # The kernel is part of the product on CPU: a missing one is a broken install, not a warning. The build in use is
+    # the best one the CPU runs (FLTOOL_KERNEL_ISA or ATEN_CPU_CAPABILITY may lower it); the detail says why.
+    built = f"; builds installed: {', '.join(info['built']) or 'none'}"
     return Check("fltool kernel", info["isa"] if info["available"] else "not built", info["available"],
-                 info["detail"], "reinstall the project: .venv/bin/python -m pip install --no-build-isolation -e . "
-                 "(or set FLTOOL_NO_EXT=1 to run the losses in pure PyTorch)")
+                 info["detail"] + built, "reinstall the project: .venv/bin/python -m pip install "
+                 "--no-build-isolation -e . (or set FLTOOL_NO_EXT=1 to run the losses in pure PyTorch)")
 
 
 def _bf16() -> Check:

@@ -14,8 +14,11 @@ forms 1 - p from a rounded p, and (1 - p_t)^(gamma - 1) is never formed, so loss
 finite logit and any gamma >= 0.
 
 The gradient is the closed form of the paper's appendix B (an autograd Function, not autograd through temporaries).
-On CPU it runs the fused C++ kernel ``fltool_plugins._focal_ext`` (one pass forward, one pass backward; a reduced
-loss never materialises an (N, K) tensor); elsewhere, or without the kernel, the same closed forms in PyTorch.
+On CPU it runs the fused C++ kernel, the build for the best instruction set the CPU has (``_focal_ext_avx512``,
+``_focal_ext_avx2`` or the portable ``_focal_ext``; see :func:`kernel_info`): one pass forward, one pass backward, and
+for a reduced loss whose gradient autograd will need, one pass computing both (backward then only scales it); a
+reduced loss under no_grad never materialises an (N, K) tensor. Elsewhere, or without the kernel, the same closed
+forms in PyTorch.
 
 Targets are class indices (N,) with background = K (what MMDetection's heads pass) or float (N, K) one-hot/soft
 targets in [0, 1]. For soft targets FL is the torchvision/MMDetection formula
@@ -26,6 +29,9 @@ is the expectation over a Bernoulli(y) target, ``y FL*(s = +1) + (1 - y) FL*(s =
 """
 from __future__ import annotations
 
+import contextlib
+import importlib
+import importlib.util
 import os
 from typing import Any, Literal, NamedTuple, Optional, Sequence, Union
 
@@ -36,18 +42,75 @@ from torch import Tensor
 #: Users who cannot build the kernel opt out with FLTOOL_NO_EXT=1 (at build and at run time): the losses then run
 #: their PyTorch closed forms. Without the opt-out a missing kernel is a broken install, which the tests report.
 KERNEL_OPT_OUT = os.environ.get("FLTOOL_NO_EXT") == "1"
-_focal_ext: Any = None
-_KERNEL_ERROR: Optional[str] = None
-if KERNEL_OPT_OUT:
-    _KERNEL_ERROR = "disabled by FLTOOL_NO_EXT=1 (the losses run their PyTorch closed forms)"
-else:
-    try:
-        from .. import _focal_ext
-    except ImportError as err:  # not built, or built for another torch
-        _KERNEL_ERROR = f"{type(err).__name__}: {err}"
 
-__all__ = ["sigmoid_focal_loss", "sigmoid_focal_loss_star", "kernel_available", "kernel_info", "Reduction",
-           "Implementation", "Alpha"]
+#: The kernel's builds (setup.py), best first: instruction set -> module in fltool_plugins. The x86 ones exist on
+#: x86-64 only; the portable at::vec build everywhere.
+KERNEL_BUILDS = {"avx512": "_focal_ext_avx512", "avx2": "_focal_ext_avx2", "default": "_focal_ext"}
+#: What each build needs of the CPU (torch.cpu.get_capabilities() names): at::vec's AVX-512 code uses F, BW, VL, DQ.
+_KERNEL_NEEDS = {"avx512": ("avx512_f", "avx512_bw", "avx512_vl", "avx512_dq", "fma3"), "avx2": ("avx2", "fma3"),
+                 "default": ()}
+#: FLTOOL_KERNEL_ISA=avx2 (or default) caps the build below the best the CPU runs, to compare or test them; so does
+#: ATEN_CPU_CAPABILITY=avx2|default, which lowers torch's own kernels too. Neither raises it above what the CPU has.
+KERNEL_ISA_ENV = "FLTOOL_KERNEL_ISA"
+
+
+def kernel_isa_choice(capabilities: dict, aten_capability: str, requested: Optional[str]) -> tuple[list, str]:
+    """The kernel builds this CPU may run, best first, and why the first: those whose features the CPU has
+    (``capabilities``: torch.cpu.get_capabilities()), at most ATen's own level (``aten_capability``:
+    torch.backends.cpu.get_cpu_capability(), which honours ATEN_CPU_CAPABILITY) and at most ``requested``
+    (FLTOOL_KERNEL_ISA, or None)."""
+    order = list(KERNEL_BUILDS)
+    aten = aten_capability.lower() if aten_capability.lower() in order else "default"  # e.g. SVE256 -> portable
+    if capabilities:
+        best = next(isa for isa in order if all(capabilities.get(flag, False) for flag in _KERNEL_NEEDS[isa]))
+        reason = {"avx512": "the CPU has AVX-512", "avx2": "the CPU has AVX2 + FMA, not AVX-512",
+                  "default": "the CPU has neither AVX2 + FMA nor AVX-512"}[best]
+    else:  # a torch without get_capabilities: ATen's own detection
+        best, reason = aten, f"ATen detects {aten_capability}"
+    if order.index(aten) > order.index(best):
+        best = aten
+        reason += f"; ATen runs {aten_capability} (ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '')})"
+    if requested:
+        wanted = requested.strip().lower()
+        if wanted not in order:
+            reason += f"; {KERNEL_ISA_ENV}={requested} ignored (not one of {', '.join(order)})"
+        elif order.index(wanted) < order.index(best):
+            reason += f"; {KERNEL_ISA_ENV}={requested} ignored (more than the CPU runs)"
+        elif wanted != best:
+            best, reason = wanted, f"{reason}; {KERNEL_ISA_ENV}={requested}"
+    return order[order.index(best):], reason
+
+
+def _import_kernel(isa: str) -> Any:
+    return importlib.import_module(f"..{KERNEL_BUILDS[isa]}", __package__)
+
+
+def _load_kernel() -> tuple[Any, str]:
+    """The best kernel build this CPU runs (falling back to the next where one is not built) and a line saying why."""
+    if KERNEL_OPT_OUT:
+        return None, "disabled by FLTOOL_NO_EXT=1 (the losses run their PyTorch closed forms)"
+    capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    candidates, reason = kernel_isa_choice(capabilities, torch.backends.cpu.get_cpu_capability(),
+                                           os.environ.get(KERNEL_ISA_ENV))
+    missing = []
+    for isa in candidates:
+        try:
+            module = _import_kernel(isa)
+        except ImportError as err:  # not built (e.g. AVX-512 by a compiler without it), or built for another torch
+            missing.append(f"{isa}: {type(err).__name__}: {err}")
+            continue
+        if not hasattr(module, "forward_backward"):  # a build of an older source, left in place
+            missing.append(f"{isa}: built from an older source, rebuild it (pip install --no-build-isolation -e .)")
+            continue
+        return module, reason + (f"; not importable: {'; '.join(missing)}" if missing else "")
+    return None, "; ".join(missing)
+
+
+_focal_ext, _KERNEL_CHOICE = _load_kernel()
+_KERNEL_ERROR: Optional[str] = None if _focal_ext is not None else _KERNEL_CHOICE
+
+__all__ = ["sigmoid_focal_loss", "sigmoid_focal_loss_star", "kernel_available", "kernel_info", "kernel_variants",
+           "using_kernel", "Reduction", "Implementation", "Alpha"]
 
 Reduction = Literal["none", "mean", "sum"]
 Implementation = Literal["auto", "kernel", "torch"]  # the C++ kernel, PyTorch, or the kernel where it runs
@@ -62,10 +125,43 @@ def kernel_available() -> bool:
 
 
 def kernel_info() -> dict:
-    """Whether the compiled CPU kernel imported, the ISA it was built for ("avx2", "default", ...) and a detail line."""
+    """Whether the compiled CPU kernel imported, the ISA of the build in use ("avx512", "avx2", "default"), a detail
+    line (vector width, threads, and why this build: what the CPU has and any override), and the builds installed."""
+    built = [isa for isa, module in KERNEL_BUILDS.items()
+             if importlib.util.find_spec(f"..{module}", __package__) is not None]  # found, not loaded
     if _focal_ext is None:
-        return {"available": False, "isa": "none", "detail": _KERNEL_ERROR or "not built"}
-    return {"available": True, "isa": _focal_ext.isa(), "detail": _focal_ext.build_detail()}
+        return {"available": False, "isa": "none", "detail": _KERNEL_ERROR or "not built", "built": built}
+    return {"available": True, "isa": _focal_ext.isa(), "detail": f"{_focal_ext.build_detail()}; {_KERNEL_CHOICE}",
+            "built": built}
+
+
+def kernel_variants() -> dict:
+    """Every installed kernel build this CPU runs, best first, loaded ({"avx512": module, "avx2": module, ...}): for
+    benchmarks and tests that compare them. A build the CPU lacks is never loaded."""
+    if KERNEL_OPT_OUT:
+        return {}
+    capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    candidates, _ = kernel_isa_choice(capabilities, "avx512", None)  # the hardware's limit, not the overrides
+    variants = {}
+    for isa in candidates:
+        try:
+            module = _import_kernel(isa)
+        except ImportError:
+            continue
+        if hasattr(module, "forward_backward"):  # not a build of an older source
+            variants[isa] = module
+    return variants
+
+
+@contextlib.contextmanager
+def using_kernel(module: Any):
+    """Run the losses' kernel path on ``module`` (one of :func:`kernel_variants`) inside the block."""
+    global _focal_ext
+    saved, _focal_ext = _focal_ext, module
+    try:
+        yield module
+    finally:
+        _focal_ext = saved
 
 
 def sigmoid_focal_loss(logits: Tensor, targets: Tensor, *, gamma: float = 2.0, alpha: Alpha = 0.25,
@@ -151,7 +247,8 @@ def _focal(logits: Tensor, targets: Tensor, spec: _LossSpec, alpha: Alpha, weigh
     alpha_spec = _check_alpha(alpha, k, logits.device, compute_dtype)
 
     summed = reduction != "none"
-    loss = _FocalFunction.apply(logits, targets, weight, alpha_spec, spec, summed, use_kernel)
+    grad_follows = torch.is_grad_enabled() and logits.requires_grad  # (inside forward, grad mode is off)
+    loss = _FocalFunction.apply(logits, targets, weight, alpha_spec, spec, summed, use_kernel, grad_follows)
     if reduction == "mean":
         denom = n * k if avg_factor is None else avg_factor + _EPS
         loss = loss / denom
@@ -200,17 +297,23 @@ def _check_alpha(alpha: Alpha, k: int, device: torch.device, dtype: torch.dtype)
 # ---------------------------------------------------------------------------------------------------------------------
 
 class _FocalFunction(torch.autograd.Function):
-    """Loss (per element, or its sum) in forward; the closed-form derivative in backward."""
+    """Loss (per element, or its sum) in forward; the closed-form derivative in backward. On the kernel, a reduced loss
+    whose gradient will be needed gets it from the forward's pass (the two share every exp and log, and the logits are
+    read once); backward then only scales it by grad_output, and not at all where that is 1."""
 
     @staticmethod
     def forward(ctx, logits: Tensor, targets: Tensor, weight: Optional[Tensor], alpha: _AlphaSpec, spec: _LossSpec,
-                summed: bool, use_kernel: bool) -> Tensor:
+                summed: bool, use_kernel: bool, grad_follows: bool) -> Tensor:
         ctx.alpha, ctx.spec, ctx.summed, ctx.use_kernel = alpha, spec, summed, use_kernel
+        ctx.kernel, ctx.fused_grad = _focal_ext, None  # the build that ran forward runs backward
         ctx.save_for_backward(logits, targets, weight)
         if use_kernel:
-            loss = _focal_ext.forward(logits.float().contiguous(), targets, _or_empty(weight),
-                                      _or_empty(alpha.per_class), alpha.scalar, alpha.use_alpha, spec.gamma, spec.beta,
-                                      spec.star, summed)
+            args = (logits.float().contiguous(), targets, _or_empty(weight), _or_empty(alpha.per_class), alpha.scalar,
+                    alpha.use_alpha, spec.gamma, spec.beta, spec.star)
+            if summed and grad_follows:
+                loss, ctx.fused_grad = _focal_ext.forward_backward(*args, 1.0)
+            else:
+                loss = _focal_ext.forward(*args, summed)
         else:
             loss = _torch_loss(logits.to(_compute_dtype(logits)), targets, weight, alpha, spec)
             if summed:
@@ -222,18 +325,23 @@ class _FocalFunction(torch.autograd.Function):
     def backward(ctx, grad_output: Tensor):
         logits, targets, weight = ctx.saved_tensors
         alpha, spec = ctx.alpha, ctx.spec
-        if ctx.use_kernel:
+        if ctx.fused_grad is not None:
+            grad, ctx.fused_grad = ctx.fused_grad, None  # handed over once; a second backward recomputes
+            scale = float(grad_output)
+            if scale != 1.0:
+                grad.mul_(scale)
+        elif ctx.use_kernel:
             if ctx.summed:
                 go, scale = None, float(grad_output)
             else:
                 go, scale = grad_output.float().contiguous(), 1.0
-            grad = _focal_ext.backward(logits.float().contiguous(), targets, _or_empty(weight),
+            grad = ctx.kernel.backward(logits.float().contiguous(), targets, _or_empty(weight),
                                        _or_empty(alpha.per_class), alpha.scalar, alpha.use_alpha, spec.gamma,
                                        spec.beta, spec.star, _or_empty(go), scale)
         else:
             grad = _torch_grad(logits.to(_compute_dtype(logits)), targets, weight, alpha, spec)
             grad.mul_(grad_output.to(grad.dtype))
-        return grad.to(logits.dtype), None, None, None, None, None, None
+        return grad.to(logits.dtype), None, None, None, None, None, None, None
 
 
 def _compute_dtype(logits: Tensor) -> torch.dtype:
