@@ -21,6 +21,7 @@ from fltool.analysis.errors import ERROR_TYPES, classify_false_positive, error_b
 from fltool.analysis.matching import class_records, overall_metrics, run_cocoeval
 from fltool.analysis.pr import curve_area, f1_optimal, pr_analysis, pr_points, threshold_curve
 from fltool.cli.main import app
+from fltool.errors import ConfigError
 
 runner = CliRunner()
 A, B = 1, 2  # category ids of the hand-built case
@@ -125,6 +126,27 @@ def test_each_error_types_count_and_dap_are_what_the_definitions_give():
     assert b.ap_all_fixed == pytest.approx(1.0)  # only true positives left, nothing unmatched
 
 
+def test_at_a_stricter_foreground_iou_a_loose_box_is_a_localisation_error_of_that_ap():
+    """--iou 0.75 (TIDE's pos_threshold): a box found at IoU 2/3 is a true positive of AP50 but a Loc error of AP75,
+    whose oracle makes it a true positive again; the AP broken down is COCO's AP75."""
+    gt = _gt()
+    gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] == 1]  # a1, a2 of class A
+    dets = [{"image_id": 1, "category_id": A, "bbox": [0, 0, 10, 10], "score": 0.9},    # a1 exactly
+            {"image_id": 1, "category_id": A, "bbox": [52, 50, 10, 10], "score": 0.8}]  # a2 at IoU 80/120
+    at50 = error_breakdown(gt, dets, [A, B], ["A", "B"])
+    assert at50.counts == dict.fromkeys(ERROR_TYPES, 0) and at50.ap == pytest.approx(1.0)
+    at75 = error_breakdown(gt, dets, [A, B], ["A", "B"], fg_iou=0.75)
+    assert at75.ap_name == "AP75" and at75.counts == dict(dict.fromkeys(ERROR_TYPES, 0), Loc=1)
+    assert at75.ap == pytest.approx(reference_ap([T, F], 2), abs=1e-12)
+    assert at75.ap == pytest.approx(overall_metrics(run_cocoeval(gt, dets, [A, B]))["AP75"], abs=1e-12)
+    assert at75.dap["Loc"] == pytest.approx(1.0 - reference_ap([T, F], 2), abs=1e-12)
+    assert at75.ap_all_fixed == pytest.approx(1.0)
+    record = at75.as_dict()
+    assert record["iou_foreground"] == 0.75 and record["AP75"] == at75.ap and "AP50" not in record
+    with pytest.raises(ConfigError, match="--iou 0.77"):
+        error_breakdown(gt, dets, [A, B], ["A", "B"], fg_iou=0.77)
+
+
 def test_pr_points_and_the_f1_optimal_threshold_equal_a_direct_computation():
     analysis = pr_analysis(_gt(), _dets(), [A, B], ["A", "B"])
     curve_a = analysis.classes[0]
@@ -208,6 +230,20 @@ def test_the_breakdown_of_a_trained_model_accounts_for_all_of_its_ap50(own_run, 
     assert len(detail) - 1 == sum(record["counts"].values())
     assert (own_run / "analysis" / "errors.png").stat().st_size > 10_000
     assert "dAP50" in analysed[0].stdout and "all six fixed: AP50 1.000" in " ".join(analysed[0].stdout.split())
+
+
+def test_analyze_errors_at_iou_075_breaks_down_ap75_beside_the_ap50_breakdown(own_run, analysed):
+    strict = runner.invoke(app, ["analyze", "errors", str(own_run), "--iou", "0.75"])
+    assert strict.exit_code == 0, strict.output
+    record = json.loads((own_run / "analysis" / "errors_iou75.json").read_text())
+    trained = json.loads((own_run / "metrics.json").read_text())["bbox"]
+    assert record["iou_foreground"] == 0.75 and record["AP75"] == pytest.approx(trained["AP75"], abs=0.0005)
+    assert record["AP75_all_fixed"] == pytest.approx(1.0, abs=1e-9)
+    assert json.loads((own_run / "analysis" / "errors.json").read_text())["iou_foreground"] == 0.5  # kept
+    assert (own_run / "analysis" / "errors_iou75.png").is_file() and "dAP75" in strict.stdout
+    wrong = runner.invoke(app, ["analyze", "errors", str(own_run), "--iou", "0.72"])
+    assert wrong.exit_code != 0 and "COCO's IoU thresholds" in wrong.output
+    assert not (own_run / "analysis" / "errors_iou72.json").exists()
 
 
 def test_the_pr_area_at_iou_05_is_cocos_ap50_and_the_thresholds_are_kept_in_the_run(own_run, analysed):

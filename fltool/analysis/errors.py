@@ -2,7 +2,9 @@
 Identifying Object Detection Errors", ECCV 2020), on top of COCO's own matching.
 
 Every false positive at IoU 0.5 gets one error type, tested in TIDE's order (foreground IoU t_f = 0.5, background
-IoU t_b = 0.1; IoU of the detection with the ground-truth boxes of the image):
+IoU t_b = 0.1; IoU of the detection with the ground-truth boxes of the image). ``fg_iou`` sets t_f to another of
+COCO's thresholds (TIDE's ``pos_threshold``): at 0.75 the breakdown is of AP75, and a box found at IoU 0.5-0.75 is a
+Loc error there, which is where a loss that gives tighter boxes shows its gain.
 
 - **Loc** (localisation): its best IoU with a box of its own class is in [t_b, t_f];
 - **Cls** (classification): IoU >= t_f with a box of another class;
@@ -31,7 +33,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from fltool.analysis.matching import box_iou, class_records, coco_average_precision, run_cocoeval
+from fltool.analysis.matching import IOU_INDEX, box_iou, class_records, coco_average_precision, run_cocoeval
+from fltool.errors import ConfigError
 
 ERROR_TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")  # TIDE's order
 SPECIAL_TYPES = ("FalsePos", "FalseNeg")
@@ -68,12 +71,32 @@ class ErrorBreakdown:
     counts: dict  # type -> number of errors
     per_class: dict  # cat_id -> {"AP50", "n_gt", "dAP": {type: v}, "counts": {type: n}}
     errors: list = field(default_factory=list)  # FoundError
+    fg_iou: float = FG_IOU  # the foreground IoU t_f: AP50 at 0.5, AP75 at 0.75
+
+    @property
+    def ap_name(self) -> str:
+        """The AP broken down: ``AP50`` at the default foreground IoU, ``AP75`` at 0.75 (the per-class rows' key)."""
+        return ap_name(self.fg_iou)
 
     def as_dict(self) -> dict:
         names = dict(zip(self.cat_ids, self.classes))
-        return {"iou_foreground": FG_IOU, "iou_background": BG_IOU, "AP50": self.ap,
-                "dAP": dict(self.dap), "AP50_all_fixed": self.ap_all_fixed, "counts": dict(self.counts),
-                "per_class": {names[c]: row for c, row in self.per_class.items()}, "types": dict(ERROR_NAMES)}
+        return {"iou_foreground": self.fg_iou, "iou_background": BG_IOU, "AP_name": self.ap_name,
+                self.ap_name: self.ap, "dAP": dict(self.dap), f"{self.ap_name}_all_fixed": self.ap_all_fixed,
+                "counts": dict(self.counts), "per_class": {names[c]: row for c, row in self.per_class.items()},
+                "types": dict(ERROR_NAMES)}
+
+
+def ap_name(fg_iou: float) -> str:
+    """``AP50``, ``AP75``, ...: the COCO AP at the foreground IoU ``fg_iou``."""
+    return f"AP{round(fg_iou * 100)}"
+
+
+def check_fg_iou(fg_iou: float) -> float:
+    """``fg_iou`` as one of COCO's IoU thresholds (0.50:0.05:0.95), the ones its evaluation matched at."""
+    value = round(float(fg_iou), 2)
+    if value not in IOU_INDEX or abs(value - fg_iou) > 1e-9:
+        raise ConfigError(f"--iou {fg_iou}: not one of COCO's IoU thresholds", "use 0.5, 0.55, ..., 0.95")
+    return value
 
 
 def classify_false_positive(det_cat: int, ious: np.ndarray, gt_cats: np.ndarray, gt_used: np.ndarray,
@@ -113,7 +136,8 @@ def _image_boxes(gt: dict, cat_ids: Sequence[int]) -> dict:
     return out
 
 
-def find_errors(records: dict, detections: Sequence[dict], gt: dict, cat_ids: Sequence[int]) -> list:
+def find_errors(records: dict, detections: Sequence[dict], gt: dict, cat_ids: Sequence[int],
+                fg: float = FG_IOU) -> list:
     """Every false positive's error type and every missed box (see the module docstring), image by image, false
     positives in descending score (TIDE's order, which decides which Cls/Loc error fixes a box)."""
     boxes = _image_boxes(gt, cat_ids)
@@ -130,7 +154,7 @@ def find_errors(records: dict, detections: Sequence[dict], gt: dict, cat_ids: Se
         used_arr = np.array([i in used for i in ids], dtype=bool)
         for neg_score, det, cat_id in sorted(false_pos.get(image_id, []), key=lambda x: x[0]):
             ious = box_iou([detections[det]["bbox"]], gt_boxes)[0] if ids else np.zeros(0)
-            kind, i = classify_false_positive(cat_id, ious, cats_arr, used_arr)
+            kind, i = classify_false_positive(cat_id, ious, cats_arr, used_arr, fg=fg)
             error = FoundError(kind, cat_id, image_id, det, int(ids_arr[i]) if i >= 0 else 0,
                                int(cats_arr[i]) if i >= 0 else 0, -neg_score,
                                float(ious[i]) if i >= 0 else float(ious.max(initial=0.0)))
@@ -190,12 +214,15 @@ def _mean(aps: dict, counted: Sequence[int]) -> Optional[float]:
 
 
 def error_breakdown(gt: dict, detections: Sequence[dict], cat_ids: Sequence[int], classes: Sequence[str],
-                    img_ids: Optional[Sequence[int]] = None, evaluator: Any = None) -> ErrorBreakdown:
+                    img_ids: Optional[Sequence[int]] = None, evaluator: Any = None,
+                    fg_iou: float = FG_IOU) -> ErrorBreakdown:
     """TIDE's breakdown of ``detections`` (COCO results) against ``gt`` (a COCO dict), for the categories
-    ``cat_ids`` (named ``classes``). ``evaluator``: a COCOeval already run on them (else it is run here)."""
+    ``cat_ids`` (named ``classes``), of the AP at foreground IoU ``fg_iou`` (AP50 by default). ``evaluator``: a
+    COCOeval already run on them (else it is run here)."""
+    fg_iou = check_fg_iou(fg_iou)
     evaluator = evaluator or run_cocoeval(gt, detections, cat_ids, img_ids)
-    records: dict = class_records(evaluator, 0.5)
-    errors = find_errors(records, detections, gt, cat_ids)
+    records: dict = class_records(evaluator, fg_iou)
+    errors = find_errors(records, detections, gt, cat_ids, fg=fg_iou)
     counted = [c for c in cat_ids if records[c].n_gt > 0]  # COCO averages the classes with ground truth
     base = fixed_class_aps(records, errors)
     ap = _mean(base, counted)
@@ -208,13 +235,13 @@ def error_breakdown(gt: dict, detections: Sequence[dict], cat_ids: Sequence[int]
             per_class_dap[c][kind] = _gain(fixed[c], base[c])
     ap_all = _mean(fixed_class_aps(records, errors, fix=ERROR_TYPES), counted)
     counts = {kind: sum(1 for e in errors if e.kind == kind) for kind in ERROR_TYPES}
-    per_class = {c: {"AP50": base.get(c) if c in counted else None, "n_gt": records[c].n_gt,
+    per_class = {c: {ap_name(fg_iou): base.get(c) if c in counted else None, "n_gt": records[c].n_gt,
                      "detections": len(records[c].tp), "true_positives": int(np.count_nonzero(records[c].tp)),
                      "dAP": per_class_dap[c],
                      "counts": {kind: sum(1 for e in errors if e.kind == kind and e.cat_id == c)
                                 for kind in ERROR_TYPES}}
                  for c in cat_ids}
-    return ErrorBreakdown(list(cat_ids), list(classes), ap, dap, ap_all, counts, per_class, errors)
+    return ErrorBreakdown(list(cat_ids), list(classes), ap, dap, ap_all, counts, per_class, errors, fg_iou)
 
 
 def _gain(fixed: Optional[float], base: Optional[float]) -> Optional[float]:

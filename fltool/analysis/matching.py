@@ -19,8 +19,8 @@ import numpy as np
 
 #: MMDetection's CocoMetric evaluates with maxDets (100, 300, 1000) and reads AP at the last.
 MAX_DETS = (100, 300, 1000)
-#: COCO's IoU thresholds are 0.50:0.05:0.95: the index of the two named ones.
-IOU_INDEX = {0.5: 0, 0.75: 5}
+#: COCO's IoU thresholds are 0.50:0.05:0.95: the index of each.
+IOU_INDEX = {round(0.5 + 0.05 * i, 2): i for i in range(10)}
 AREAS = ("all", "small", "medium", "large")
 RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)  # COCO's recThrs
 
@@ -91,7 +91,7 @@ def run_cocoeval(gt: dict, detections: Sequence[dict], cat_ids: Sequence[int],
 
 
 def class_records(evaluator: Any, iou: float = 0.5) -> dict:
-    """``{cat_id: ClassRecords}`` at IoU ``iou`` (0.5 or 0.75), area 'all', the last maxDets."""
+    """``{cat_id: ClassRecords}`` at IoU ``iou`` (one of COCO's 0.50:0.05:0.95), area 'all', the last maxDets."""
     t = IOU_INDEX[iou]
     params = evaluator.params
     n_img, n_area, max_det = len(params.imgIds), len(params.areaRng), params.maxDets[-1]

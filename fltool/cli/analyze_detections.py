@@ -20,6 +20,9 @@ OptionalCheckpointArg = Annotated[Optional[Path], typer.Argument(
     help="The checkpoint (.pth), when TARGET is a config.", show_default=False)]
 AnalysisDirOpt = Annotated[Optional[Path], typer.Option(
     "--work-dir", help="Output folder (default: <run folder>/analysis, where fltool compare finds it).")]
+IouOpt = Annotated[float, typer.Option(
+    "--iou", help="Foreground IoU t_f (TIDE's pos_threshold), one of COCO's 0.5, 0.55, ..., 0.95: 0.75 breaks down "
+                  "AP75, where a box found at IoU 0.5-0.75 is a localisation error. Files: errors_iou75.*.")]
 
 
 def _detection_options(target: str, checkpoint: Optional[Path], work_dir: Optional[Path], cfg_options: Any,
@@ -55,6 +58,7 @@ def errors(
     data_format: FormatOpt = None,
     val_fraction: ValFractionOpt = None,
     img_size: ImgSizeOpt = None,
+    iou: IouOpt = 0.5,
 ) -> None:
     """Why the detector misses: TIDE's error breakdown (Bolya et al., ECCV 2020) of AP50, overall and per class.
 
@@ -63,30 +67,33 @@ def errors(
     each type's dAP is the AP50 gained by fixing its errors (TIDE's oracles), with the AP50 lost to all false
     positives and all false negatives. Detections come from fltool eval's path, matching from pycocotools.
 
-    Writes errors.json, errors.csv (per class), errors_detail.csv (every error) and errors.png (bar chart).
+    Writes errors.json, errors.csv (per class), errors_detail.csv (every error) and errors.png (bar chart). With
+    --iou 0.75 the same breakdown of AP75 (a box found at IoU 0.5-0.75 is a Loc error) into errors_iou75.*.
     """
-    from fltool.analysis.errors import ERROR_NAMES, ERROR_TYPES, SPECIAL_TYPES
+    from fltool.analysis.errors import ERROR_NAMES, ERROR_TYPES, SPECIAL_TYPES, check_fg_iou
     from fltool.analysis.errors_report import run_error_analysis, save_errors
 
     data_opts = data_options(data, data_format, val_fraction, img_size)
+    iou = check_fg_iou(iou)
     with ProgressDisplay(err_console) as display:
         opts = _detection_options(target, checkpoint, work_dir, cfg_options, trust_checkpoint, data_opts, display)
-        result = run_error_analysis(opts, progress=display)
+        result = run_error_analysis(opts, progress=display, fg_iou=iou)
     files = save_errors(result, opts.work_dir)
     _notes(result.notes)
     b, ev = result.breakdown, result.evaluated
     rows = [[k, ERROR_NAMES[k], b.counts.get(k, ""), _dap(b.dap.get(k))] for k in ERROR_TYPES + SPECIAL_TYPES]
-    caption = (f"AP50 {fmt(b.ap)} on {len(ev.img_ids)} images of {ev.ann_file.name}; all six fixed: AP50 "
+    name = b.ap_name
+    caption = (f"{name} {fmt(b.ap)} on {len(ev.img_ids)} images of {ev.ann_file.name}; all six fixed: {name} "
                f"{fmt(b.ap_all_fixed)}; dAP in AP points (x100); {result.wall_s:.0f} s")
-    overall = table(f"fltool analyze errors: {ev.checkpoint.name}", ["type", "what", "errors", "dAP50"], rows,
+    overall = table(f"fltool analyze errors: {ev.checkpoint.name}", ["type", "what", "errors", f"d{name}"], rows,
                     caption=caption)
     overall.columns[1].justify = "left"
     console.print(overall)
-    per_class = [[name, b.per_class[c]["AP50"], b.per_class[c]["n_gt"]] +
+    per_class = [[cls_name, b.per_class[c][name], b.per_class[c]["n_gt"]] +
                  [_dap(b.per_class[c]["dAP"].get(k), 1) for k in ERROR_TYPES + SPECIAL_TYPES]
-                 for c, name in zip(b.cat_ids, b.classes)]
-    console.print(table("dAP50 per class (x100; FP, FN: all false positives, negatives)",
-                        ["class", "AP50", "GT", *ERROR_TYPES, "FP", "FN"], per_class))
+                 for c, cls_name in zip(b.cat_ids, b.classes)]
+    console.print(table(f"d{name} per class (x100; FP, FN: all false positives, negatives)",
+                        ["class", name, "GT", *ERROR_TYPES, "FP", "FN"], per_class))
     _files(files)
 
 
