@@ -8,13 +8,18 @@
 #   comparison runs (default 1200, the default recipe's), LONG_ITERS="..." (default "2xITERS 4xITERS 8xITERS")
 #   the lengths at which the chosen points train again to show where AP stops rising. REPRODUCTION.md states each
 #   part's run time.
-# Without arguments: both, in that order.
+# errors: "Where focal loss's gain comes from": FL, the best alpha-balanced CE and the best OHEM of the sparse set
+#   (then FL and CE of the dense set) trained again at ERR_ITERS (default 9600, where they differ) with ERR_SEEDS
+#   (default 0), their checkpoints kept, and TIDE's breakdown of each (fltool analyze errors, IoU 0.5 and 0.75).
+# Without arguments: scale and regime, in that order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-work_dirs/repro}
 export PATH="$PWD/.venv/bin:$PATH"
 mkdir -p "$RUNS"
 PARTS=${*:-scale regime}
+ERR_ITERS=${ERR_ITERS:-9600}
+ERR_SEEDS=${ERR_SEEDS:-0}
 # the regime's lengths, defined here alone (the tables at the end are given them):
 ITERS=${ITERS:-1200}  # every comparison run, both sets; a multiple of 400 (checkpoints every 400, logs every 20)
 # the chosen points again, longer (multiples of 400 too)
@@ -126,6 +131,34 @@ for n in "$ITERS" $LONG_ITERS; do
     fltool analyze loss-cdf $SPARSE "$RUNS/sparse_$n/loss=FL/seed0/iter_$n.pth" --work-dir "$out"
   fi
 done
+archive
+fi
+
+if [[ " $PARTS " == *" errors "* ]]; then
+# ---- Where FL's gain comes from. The points are the regime's choices at 1,200 iterations (chosen.json of
+# sparse_9600/dense_9600 in docs/runs); each run is a plain fltool train (--resume auto: a stopped run continues) whose
+# checkpoint stays for the analyses.
+errors_run() {  # CONFIG SET PRESET GAMMA ALPHA [more --cfg-options]
+  local config=$1 set=$2 preset=$3 gamma=$4 alpha=$5; shift 5
+  for seed in ${ERR_SEEDS//,/ }; do
+    local dir="$RUNS/errors_${set}_$ERR_ITERS/loss=$preset/seed$seed"
+    [ -f "$dir/metrics.json" ] || fltool train "$config" --work-dir "$dir" --seed "$seed" --max-iters "$ERR_ITERS" \
+      --resume auto --cfg-options "train_cfg.val_interval=$((ERR_ITERS / 4))" \
+      model.bbox_head.loss_cls.type=SigmoidFocalLoss model.bbox_head.loss_cls.use_sigmoid=True \
+      "model.bbox_head.loss_cls.gamma=$gamma" "model.bbox_head.loss_cls.alpha=$alpha" \
+      model.bbox_head.loss_cls.loss_weight=1.0 "$@"
+    [ -f "$dir/analysis/errors.json" ] || fltool analyze errors "$dir"
+    [ -f "$dir/analysis/errors_iou75.json" ] || fltool analyze errors "$dir" --iou 0.75
+  done
+}
+SPARSE=retinanet_r18-gn_synth-sparse_384
+DENSE=retinanet_r18-gn_synth_256
+errors_run $SPARSE sparse FL 2.0 0.25
+errors_run $SPARSE sparse CE-a0.75 0.0 0.75
+errors_run $SPARSE sparse OHEM-b128-nms0.7 0.0 None model.bbox_head.type=OHEMRetinaHead \
+  +model.bbox_head.ohem.num=128 +model.bbox_head.ohem.pos_fraction=None +model.bbox_head.ohem.nms_thr=0.7
+errors_run $DENSE dense FL-g0.5-a0.25 0.5 0.25
+errors_run $DENSE dense CE-a0.5 0.0 0.5
 archive
 fi
 

@@ -9,8 +9,8 @@ a sweep not run yet shows as such. ``--figures`` also copies the heat map, loss-
 there. ``--pick-best`` prints, for each GROUP (comma-separated loss presets of the sweep), the point index of the
 group's highest seed-0 AP: the points ``reproduce.sh`` then trains with more seeds.
 
-This file holds the sections up to Table 1e and ``main``; ``regime_tables.py`` the regime section, and
-``tables_common.py`` what both use.
+This file holds the sections up to Table 1e and ``main``; ``regime_tables.py`` the regime section,
+``errors_tables.py`` the error breakdown of the regime's losses, and ``tables_common.py`` what they share.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
+from errors_tables import errors_sections
 from regime_tables import chosen_length, lengths_arg, longer_lengths, pick_best, regime_sections
 from tables_common import Sweep, cell, loss_cdf, per_seed, three
 
@@ -178,7 +179,8 @@ def main() -> None:
         ("Figure 4: loss CDF of the default model", loss_cdf(runs / "loss_cdf" / "loss_cdf.json")),
         ("Table 1e: speed vs accuracy of the default model", speed(runs / "speed_accuracy" / "results.json")),
     ] + (regime_sections(runs, iters, long_iters) if iters else [
-        ("The regime the paper studied", [f"no sparse_N or dense_N sweep in {runs}: run scripts/reproduce.sh regime"])])
+        ("The regime the paper studied", [f"no sparse_N or dense_N sweep in {runs}: run scripts/reproduce.sh regime"])]
+    ) + errors_sections(runs)
     for title, lines in sections:
         print(f"### {title}\n")
         print("\n".join(lines) + "\n")

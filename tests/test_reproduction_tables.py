@@ -303,3 +303,35 @@ def test_the_archive_keeps_what_the_tables_read_without_checkpoints_and_gives_th
     again = subprocess.run([sys.executable, str(ARCHIVE), "--runs", "docs/runs", "--to", "docs/runs"], cwd=tmp_path,
                            capture_output=True, text=True, check=True)
     assert "0 file(s) written" in again.stdout
+
+
+def _error_run(folder: Path, ap: float, loc50: float, loc75: float, analysed: bool = True) -> None:
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"bbox": {"AP": ap, "AP50": 0.99, "AP75": ap + 0.05,
+                                                              "APs": ap - 0.02, "APm": ap + 0.02}}))
+    if not analysed:
+        return
+    (folder / "analysis").mkdir()
+    for stem, name, loc in (("errors", "AP50", loc50), ("errors_iou75", "AP75", loc75)):
+        dap = {"Cls": 0.0, "Loc": loc, "Both": 0.0, "Dupe": 0.001, "Bkg": 0.002, "Miss": 0.003, "FalsePos": 0.004,
+               "FalseNeg": 0.005}
+        (folder / "analysis" / f"{stem}.json").write_text(json.dumps(
+            {name: 0.9, "dAP": dap, "counts": {"Cls": 0, "Loc": 7, "Both": 0, "Dupe": 1, "Bkg": 2, "Miss": 3}}))
+
+
+def test_the_error_breakdown_tables_put_fl_first_average_seeds_and_give_the_other_losses_minus_fl(tmp_path):
+    runs = tmp_path / "runs"
+    _error_run(runs / "errors_sparse_9600" / "loss=CE-a0.75" / "seed0", 0.88, 0.004, 0.030)
+    _error_run(runs / "errors_sparse_9600" / "loss=FL" / "seed0", 0.90, 0.002, 0.010)
+    _error_run(runs / "errors_sparse_9600" / "loss=FL" / "seed1", 0.92, 0.004, 0.012)
+    _error_run(runs / "errors_sparse_9600" / "loss=OHEM-b128-nms0.7" / "seed0", 0.91, 0.0, 0.0, analysed=False)
+    out = subprocess.run([sys.executable, str(SCRIPT), "--runs", str(runs)], capture_output=True, text=True,
+                         check=True).stdout
+    section = out[out.index("### Error breakdown: sparse set, 9600 iterations, foreground IoU 0.5"):]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[1].startswith("| FL (0, 1) | 90.0 | 0.0 (0) | 0.3 (7) |")  # mean of the two seeds' dAP50 Loc
+    assert rows[2].startswith("| CE-a0.75 (0) | 90.0 |") and "0.4 (7)" in rows[2]
+    assert rows[3].startswith("| OHEM-b128-nms0.7 (0) | not analysed |")
+    diff = next(line for line in section.splitlines() if line.startswith("| FL - CE-a0.75 |"))
+    # AP: FL 91.0 against CE 88.0; dAP75 Loc: CE 3.0 against FL's 1.1 -> +1.9
+    assert diff.split(" | ")[1] == "+3.0" and diff.split(" | ")[9] == "+1.9"

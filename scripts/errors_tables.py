@@ -1,0 +1,111 @@
+"""REPRODUCTION.md's "Where focal loss's gain comes from": TIDE's error breakdown (``fltool analyze errors``, at
+foreground IoU 0.5 and 0.75) of the runs in ``errors_<set>_<N>/loss=<preset>/seed<S>`` (``reproduce.sh errors``),
+one row per loss (mean over its seeds), then each loss's differences to the first row (FL).
+
+Reads each run's ``metrics.json`` and ``analysis/errors.json`` / ``errors_iou75.json``; a run not analysed yet shows
+as such.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Optional
+
+TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss", "FalsePos", "FalseNeg")
+COCO = ("AP", "AP50", "AP75", "APs", "APm")
+ORDER = ("FL", "CE", "OHEM")  # FL first: the differences are to it
+
+
+def folders(runs: Path) -> list[Path]:
+    """``errors_<set>_<N>`` folders, sparse before dense, shorter before longer."""
+    found = [p for p in runs.glob("errors_*_*") if re.fullmatch(r"errors_[a-z]+_\d+", p.name) and p.is_dir()]
+    return sorted(found, key=lambda p: (p.name.split("_")[1] != "sparse", int(p.name.split("_")[2])))
+
+
+def loss_rows(folder: Path) -> list[tuple[str, list[Path]]]:
+    """(preset, its seed folders) for each ``loss=<preset>`` folder, FL first, then CE, then OHEM."""
+    rows = []
+    for loss in folder.glob("loss=*"):
+        seeds = sorted(p for p in loss.glob("seed*") if (p / "metrics.json").is_file())
+        rows.append((loss.name.split("=", 1)[1], seeds))
+
+    def rank(preset: str) -> tuple:
+        family = next((i for i, f in enumerate(ORDER) if preset.startswith(f)), len(ORDER))
+        return family, preset != "FL", preset
+
+    return sorted(rows, key=lambda r: rank(r[0]))
+
+
+def mean(values: list) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def summary(seeds: list[Path]) -> dict:
+    """Mean over the seeds of the COCO metrics and, at each foreground IoU, the analysed AP and each type's dAP."""
+    out: dict = {"n": len(seeds), "seeds": [p.name.removeprefix("seed") for p in seeds]}
+    metrics = [json.loads((p / "metrics.json").read_text())["bbox"] for p in seeds]
+    out.update({k: mean([m.get(k) for m in metrics]) for k in COCO})
+    for stem, name in (("errors", "AP50"), ("errors_iou75", "AP75")):
+        records = [json.loads((p / "analysis" / f"{stem}.json").read_text()) for p in seeds
+                   if (p / "analysis" / f"{stem}.json").is_file()]
+        if records and len(records) == len(seeds):
+            out[stem] = {"AP": mean([r[name] for r in records]),
+                         "dAP": {t: mean([r["dAP"].get(t) for r in records]) for t in TYPES},
+                         "counts": {t: mean([r["counts"].get(t) for r in records]) for t in TYPES[:6]}}
+    return out
+
+
+def pts(value: Optional[float], sign: bool = False) -> str:
+    return "-" if value is None else f"{100 * value:{'+' if sign else ''}.1f}"
+
+
+def breakdown_table(rows: list[tuple[str, dict]], stem: str, name: str) -> list[str]:
+    out = [f"| loss (seeds) | {name} | " + " | ".join(f"d{name} {t}" for t in TYPES) + " |",
+           "|---|---|" + "---|" * len(TYPES)]
+    for preset, s in rows:
+        e = s.get(stem)
+        if e is None:
+            out.append(f"| {preset} ({', '.join(s['seeds'])}) | not analysed |" + " |" * len(TYPES))
+            continue
+        cells = " | ".join(f"{pts(e['dAP'][t])} ({e['counts'][t]:.0f})" if t in e["counts"] else pts(e["dAP"][t])
+                           for t in TYPES)
+        out.append(f"| {preset} ({', '.join(s['seeds'])}) | {pts(e['AP'])} | {cells} |")
+    return out
+
+
+def difference_table(rows: list[tuple[str, dict]]) -> list[str]:
+    """Each other loss minus the first row (FL): COCO metrics, and the dAP of each type at IoU 0.5 and 0.75 (a
+    positive dAP difference: the other loss loses more AP to that type than FL does)."""
+    if len(rows) < 2:
+        return ["(needs FL and another loss)"]
+    base_name, base = rows[0]
+    out = ["| comparison | " + " | ".join(COCO) + " | dAP50 Loc | dAP50 Bkg | dAP50 Miss | dAP75 Loc | dAP75 Bkg "
+           "| dAP75 Miss |", "|---|" + "---|" * (len(COCO) + 6)]
+    for preset, s in rows[1:]:
+        coco = " | ".join(pts(None if s[k] is None or base[k] is None else base[k] - s[k], True) for k in COCO)
+        daps = []
+        for stem in ("errors", "errors_iou75"):
+            for t in ("Loc", "Bkg", "Miss"):
+                a, b = (s.get(stem) or {}).get("dAP", {}).get(t), (base.get(stem) or {}).get("dAP", {}).get(t)
+                daps.append(pts(None if a is None or b is None else a - b, True))
+        out.append(f"| {base_name} - {preset} | {coco} | {' | '.join(daps)} |")
+    return out
+
+
+def errors_sections(runs: Path) -> list[tuple[str, list[str]]]:
+    sections = []
+    for folder in folders(runs):
+        _, which, n = folder.name.split("_")
+        rows = [(preset, summary(seeds)) for preset, seeds in loss_rows(folder) if seeds]
+        title = f"Error breakdown: {which} set, {n} iterations"
+        if not rows:
+            sections.append((title, ["(no finished run)"]))
+            continue
+        sections += [(f"{title}, foreground IoU 0.5 (dAP50, AP points; errors per run in brackets)",
+                      breakdown_table(rows, "errors", "AP50")),
+                     (f"{title}, foreground IoU 0.75 (dAP75)", breakdown_table(rows, "errors_iou75", "AP75")),
+                     (f"{title}: FL minus each other loss (AP points; a dAP row: the other's dAP minus FL's)",
+                      difference_table(rows))]
+    return sections
