@@ -7,6 +7,7 @@
     print(fltool.evaluate(run.work_dir).metrics["AP50"])               # a work dir, a checkpoint, or config + ckpt
     found = fltool.predict(run.work_dir, ["photos/"], score_thr=0.3)   # drawings, labels, CSV, COCO JSON
     onnx = fltool.export(run.work_dir)                                 # one ONNX graph, checked against PyTorch
+    ir = fltool.export(run.work_dir, format="openvino", precision="fp32,int8")  # OpenVINO IR (+ INT8), AP of each
 
 Each function builds the engine's options dataclass (:class:`~fltool.engine.train.TrainOptions`,
 :class:`~fltool.engine.evaluate.EvalOptions`, :class:`~fltool.engine.predict.PredictOptions`,
@@ -90,8 +91,9 @@ def predict(target: PathLike, inputs: Union[PathLike, Sequence[PathLike]], *, pr
 
 def export(target: PathLike, *, progress: ProgressFn = no_progress, **options: Any) -> Any:
     """``fltool export``: the trained detector (a work dir or a checkpoint) as one ONNX graph with its metadata,
-    checked against PyTorch on the val split unless ``check=False``. Returns an
-    :class:`~fltool.deploy.onnx_export.ExportResult` (``onnx_file``, ``check``, ...)."""
+    checked against PyTorch on the val split unless ``check=False``; ``format="openvino"`` writes an OpenVINO IR
+    (``precision="fp32,bf16,int8"`` adds each precision's AP and the INT8 IR). Returns an
+    :class:`~fltool.deploy.onnx_export.ExportResult` (``model_file``, ``check``, ``precisions``, ...)."""
     from fltool.deploy.onnx_export import ExportOptions, export_onnx
 
     if "out" in options and options["out"] is not None:

@@ -2,9 +2,9 @@
 
 Importing this package registers everything into MMDetection's registries (configs do it with ``custom_imports``):
 the losses ``SigmoidFocalLoss`` / ``SigmoidFocalLossStar``, the heads ``FocalRetinaHead`` / ``OHEMRetinaHead``, the
-hooks ``AtomicCheckpointHook`` / ``NonFiniteLossHook`` / ``StopRequestHook``, the transform ``LoadImageChecked`` and
-the model ``OnnxRuntimeDetector`` (an exported ONNX file run by ONNX Runtime) and the optimizer wrapper
-``CpuAutocastOptimWrapper`` (bf16 mixed precision on the CPU), and the experiment trackers
+hooks ``AtomicCheckpointHook`` / ``NonFiniteLossHook`` / ``StopRequestHook``, the transform ``LoadImageChecked``,
+the models ``OnnxRuntimeDetector`` and ``OpenVINODetector`` (an exported file run by ONNX Runtime or OpenVINO), the
+optimizer wrapper ``CpuAutocastOptimWrapper`` (bf16 mixed precision on the CPU), and the experiment trackers
 ``FltoolMLflowVisBackend`` / ``FltoolWandbVisBackend`` / ``FltoolDVCLiveVisBackend`` (vis backends).
 """
 from . import datasets as _datasets  # noqa: F401  (registration only)

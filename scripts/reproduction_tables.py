@@ -116,23 +116,34 @@ def own_data(runs: Path, seeds=(0, 1)) -> list[str]:
 
 
 def speed(path: Path) -> list[str]:
-    """One row per (scale, backend): fltool's eager PyTorch, stock MMDetection's inference of the same weights, and
-    the ONNX Runtime export, with each one's speed relative to fltool's eager path at that scale."""
+    """One row per (scale, backend, precision): fltool's eager PyTorch, stock MMDetection's inference of the same
+    weights, the ONNX Runtime and OpenVINO exports (fp32, bf16, int8), with each one's speed relative to fltool's
+    eager fp32 path at that scale."""
     if not path.is_file():
         return ["(bench speed-accuracy not run)"]
     data = json.loads(path.read_text())
     env, settings = data["environment"], data["settings"]
-    names = {"pytorch": "fltool (PyTorch, channels-last)", "mmdet": "stock MMDetection", "onnxruntime": "ONNX Runtime"}
-    eager = {p["scale"]: p["median_ms"] for p in data["points"] if p.get("backend", "pytorch") == "pytorch"}
+    names = {"pytorch": "fltool (PyTorch, channels-last)", "mmdet": "stock MMDetection", "onnxruntime": "ONNX Runtime",
+             "openvino": "OpenVINO"}
+    precisions = ("fp32", "bf16", "int8")
+    eager = {p["scale"]: p["median_ms"] for p in data["points"]
+             if p.get("backend", "pytorch") == "pytorch" and p.get("precision", "fp32") == "fp32"}
     out = ["| scale (short side, px) | backend | AP | AP50 | ms per image (median) | p90 ms | speed vs fltool "
            "| GFLOPs |",
            "|---|---|---|---|---|---|---|---|"]
-    for p in sorted(data["points"], key=lambda q: (q["scale"], list(names).index(q.get("backend", "pytorch")))):
+    def order(q: dict) -> tuple:
+        backend, precision = q.get("backend", "pytorch"), q.get("precision", "fp32")
+        return (q["scale"], list(names).index(backend) if backend in names else len(names),
+                precisions.index(precision) if precision in precisions else len(precisions))
+
+    for p in sorted(data["points"], key=order):
         ap = "n/a" if p.get("AP") is None else f"{100 * p['AP']:.1f}"
         ap50 = "n/a" if p.get("AP50") is None else f"{100 * p['AP50']:.1f}"
         ref = eager.get(p["scale"])
         ratio = f"{ref / p['median_ms']:.2f}x" if ref else "-"
-        out.append(f"| {p['scale']} | {names.get(p.get('backend', 'pytorch'), p.get('backend'))} | {ap} | {ap50} | "
+        label = names.get(p.get("backend", "pytorch"), p.get("backend")) + \
+            ("" if p.get("precision", "fp32") == "fp32" else f" {p['precision']}")
+        out.append(f"| {p['scale']} | {label} | {ap} | {ap50} | "
                    f"{p['median_ms']:.1f} | {p['p90_ms']:.1f} | {ratio} | {p['flops'] / 1e9:.2f} |")
     out += ["", f"{env['device']} ({env['device_name']}), {env['threads']} thread(s), batch 1, "
                 f"first {settings.get('num_images')} val images."]

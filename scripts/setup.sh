@@ -8,8 +8,9 @@
 #   TORCH_SPEC="torch==2.13.0"  what to install when .venv has no torch yet. An installed torch (e.g. a CUDA
 #                               build you put there first) is always kept.
 #   MAX_JOBS=N                  parallel compile jobs for MMCV's ops (default: number of cores)
-#   FLTOOL_EXTRAS=dev           the project's extras to install (default dev: the test tools, which bring track
-#                               and tune); e.g. FLTOOL_EXTRAS=track,tune for the trackers and Optuna without them
+#   FLTOOL_EXTRAS=dev           the project's extras to install (default dev: the test tools, which bring track,
+#                               tune and openvino); e.g. FLTOOL_EXTRAS=track,tune for the trackers and Optuna
+#                               without them, FLTOOL_EXTRAS=openvino for OpenVINO and NNCF alone
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -74,7 +75,7 @@ if ! have_mmcv_ops; then
 fi
 
 # 4. The project (editable) with mmdet/mmengine/pycocotools/typer/rich/matplotlib and its extras (default dev: pytest,
-#    ruff, import-linter, and the track and tune extras the tests use); builds fltool's kernel.
+#    ruff, import-linter, and the track, tune and openvino extras the tests use); builds fltool's kernel.
 "${PIP[@]}" install --no-build-isolation -e ".[${FLTOOL_EXTRAS:-dev}]"
 
 # 5. mmengine's wheel asks for opencv-python (GUI build, needs libGL). Both packages own cv2/; keep headless only.

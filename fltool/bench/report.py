@@ -18,12 +18,12 @@ from fltool.fileio import atomic_path, save_figure, write_json
 if TYPE_CHECKING:
     from fltool.bench.speed_accuracy import BenchOptions
 
-RESULTS_SCHEMA = "fltool.bench.speed_accuracy/2"  # /2: the backend column
+RESULTS_SCHEMA = "fltool.bench.speed_accuracy/3"  # /2: the backend column; /3: the precision column
 #: One row of results.csv (and one entry of results.json's "points"), in this order.
-CSV_COLUMNS = ("model", "backend", "config", "checkpoint", "scale", "input_hw", "num_images", *METRIC_KEYS,
-               "median_ms", "p90_ms", "mean_ms", "images_per_s", "cpu_ms", "cpu_util", "timed_iters", "warmup_iters",
-               "load_ms",
-               "transform_ms", "params", "flops", "device", "threads", "batch_size", "fuse_conv_bn", "pareto")
+CSV_COLUMNS = ("model", "backend", "precision", "config", "checkpoint", "scale", "input_hw", "num_images",
+               *METRIC_KEYS, "median_ms", "p90_ms", "mean_ms", "images_per_s", "cpu_ms", "cpu_util", "timed_iters",
+               "warmup_iters", "load_ms", "transform_ms", "params", "flops", "device", "threads", "batch_size",
+               "fuse_conv_bn", "pareto")
 
 
 @dataclass
@@ -47,13 +47,16 @@ class BenchPoint:
     threads: int
     batch_size: int = 1
     fuse_conv_bn: bool = False
-    backend: str = "pytorch"  # or "onnxruntime" (the model exported by fltool export)
+    backend: str = "pytorch"  # or "mmdet", "onnxruntime", "openvino" (fltool.bench.runtimes)
     pareto: bool = False
+    precision: str = "fp32"  # or "bf16", "int8"
 
     @property
     def series(self) -> str:
-        """The model, and the backend when it is not eager PyTorch: one curve in the plot."""
-        return self.model if self.backend == "pytorch" else f"{self.model} ({self.backend})"
+        """The model, with the backend when it is not eager PyTorch and the precision when it is not fp32: one curve
+        in the plot."""
+        extra = [v for v, plain in ((self.backend, "pytorch"), (self.precision, "fp32")) if v != plain]
+        return f"{self.model} ({', '.join(extra)})" if extra else self.model
 
     @property
     def ap(self) -> Optional[float]:
@@ -61,9 +64,8 @@ class BenchPoint:
 
     def row(self) -> dict:
         """One results.csv / results.json row, keyed by CSV_COLUMNS."""
-        values = dict(model=self.model, backend=self.backend, config=self.config, checkpoint=self.checkpoint,
-                      scale=self.scale,
-                      input_hw=self.input_hw, num_images=self.num_images,
+        values = dict(model=self.model, backend=self.backend, precision=self.precision, config=self.config,
+                      checkpoint=self.checkpoint, scale=self.scale, input_hw=self.input_hw, num_images=self.num_images,
                       **{k: self.metrics.get(k) for k in METRIC_KEYS},
                       median_ms=self.latency.median_ms, p90_ms=self.latency.p90_ms, mean_ms=self.latency.mean_ms,
                       images_per_s=self.latency.images_per_s, cpu_ms=self.cpu_ms, cpu_util=self.cpu_util,
@@ -101,16 +103,17 @@ def pareto_front(points: Sequence[Any], ms: Callable = lambda p: p.latency.media
 
 
 def backend_notes(points: Sequence[BenchPoint]) -> list:
-    """One line per (model, scale) measured with more than one backend: each one's speed-up over eager PyTorch
-    (median ms) and its AP next to PyTorch's."""
+    """One line per (model, scale) measured with more than one backend or precision: each one's speed-up over eager
+    PyTorch in fp32 (median ms) and its AP next to PyTorch's."""
     notes = []
-    base = {(p.model, p.scale): p for p in points if p.backend == "pytorch"}
+    base = {(p.model, p.scale): p for p in points if p.backend == "pytorch" and p.precision == "fp32"}
     for p in points:
         ref = base.get((p.model, p.scale))
-        if p.backend == "pytorch" or ref is None:
+        if ref is None or p is ref:
             continue
+        what = p.backend + ("" if p.precision == "fp32" else f" {p.precision}")
         ap = "" if p.ap is None or ref.ap is None else f", AP {100 * p.ap:.1f} vs {100 * ref.ap:.1f}"
-        notes.append(f"{p.model} @ {p.scale}: {p.backend} {ref.latency.median_ms / p.latency.median_ms:.2f}x the "
+        notes.append(f"{p.model} @ {p.scale}: {what} {ref.latency.median_ms / p.latency.median_ms:.2f}x the "
                      f"speed of pytorch ({p.latency.median_ms:.1f} vs {ref.latency.median_ms:.1f} ms median, "
                      f"threads={p.threads}{ap})")
     return notes
@@ -148,9 +151,13 @@ def write_results_json(result: BenchResult, opts: BenchOptions) -> Path:
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "what": {"latency": "ms per image, batch size 1, image tensor to final detections (data_preprocessor + "
                             "predict: network, box decoding, NMS), after warm-up; median/p90/mean over timed_iters",
-                 "backend": "pytorch: the MMDetection model, eager; onnxruntime: the same weights exported by "
-                            "fltool export (one ONNX graph to the final detections) run by ONNX Runtime with "
-                            "`threads` intra-op threads, after the same data_preprocessor",
+                 "backend": "pytorch: the MMDetection model, eager; mmdet: the same weights as stock MMDetection "
+                            "runs them (NCHW); onnxruntime: the same weights exported by fltool export (one ONNX graph "
+                            "to the final detections) run by ONNX Runtime with `threads` intra-op threads, after the "
+                            "same data_preprocessor; openvino: that graph run by OpenVINO with `threads` threads",
+                 "precision": "fp32; bf16: torch autocast (pytorch, mmdet) or OpenVINO's bf16 inference precision "
+                              "(only where the CPU has native bf16); int8: the OpenVINO graph quantized by NNCF "
+                              "(post-training, calibrated on training images, no accuracy control)",
                  "images_per_s": "batch_size * 1000 / mean_ms",
                  "cpu_ms": "median CPU time of the process (all threads) per timed image",
                  "cpu_util": "CPU seconds per wall second while timed: about `threads` when the process had its "
@@ -166,6 +173,7 @@ def write_results_json(result: BenchResult, opts: BenchOptions) -> Path:
         "environment": result.environment,
         "settings": {"num_images": opts.num_images, "warmup": opts.warmup, "min_iters": opts.min_iters,
                      "fuse_conv_bn": opts.fuse_conv_bn, "backends": list(opts.backends),
+                     "precisions": list(opts.precisions), "calib_images": opts.calib_images,
                      "scales": list(opts.scales) if opts.scales else None,
                      "cfg_options": opts.cfg_options, "paper": opts.paper},
         "images_loaded": result.images_loaded,

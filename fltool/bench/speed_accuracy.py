@@ -5,6 +5,8 @@ scale: :mod:`fltool.bench.inputs`):
 
 - accuracy: COCO AP, AP50, AP75, APs, APm, APl on exactly the images run (:mod:`fltool.engine.metrics`). Without a
   checkpoint the model keeps its config's initialisation and AP is None ("n/a").
+- runtimes: each point runs with every ``--backend`` at every ``--precision`` it supports (fp32, bf16, int8:
+  :mod:`fltool.bench.runtimes`), one row each, each with its own AP.
 - speed: latency per image, batch size 1, from the image tensor to the final detections: the model's
   ``data_preprocessor`` (normalise, pad, move to the device) and ``model(..., mode='predict')`` (network, box
   decoding, NMS), after warm-up, with the process's CPU time alongside (:mod:`fltool.bench.timing`).
@@ -39,6 +41,8 @@ from fltool.bench.report import (
     write_csv,
     write_results_json,
 )
+from fltool.bench.runtimes import RuntimeJob, build_runtimes
+from fltool.bench.runtimes import parse_precisions as parse_bench_precisions
 from fltool.bench.timing import LatencyStats, check_device, device_name, time_steps, timing_notes
 from fltool.engine.backends import BENCH_BACKENDS, parse_backends
 from fltool.engine.metrics import METRIC_KEYS, subset_evaluator_cfg, subset_metrics
@@ -63,7 +67,9 @@ class BenchOptions:
     threads: Optional[int] = None  # None: torch's current setting (recorded)
     paper: bool = False  # draw the paper's Table 1e points in the plot
     trust_checkpoint: bool = False
-    backends: Sequence[str] = ("pytorch",)  # each point is measured with each: pytorch, onnxruntime
+    backends: Sequence[str] = ("pytorch",)  # each point is measured with each: pytorch, mmdet, onnxruntime, openvino
+    precisions: Sequence[str] = ("fp32",)  # and at each precision the backend supports: fp32, bf16, int8
+    calib_images: int = 100  # openvino int8: training images NNCF calibrates on
 
 
 @dataclass(frozen=True)
@@ -207,13 +213,9 @@ def _bench_model(spec: ModelSpec, opts: BenchOptions, device: str, work_dir: Pat
         evaluator_cfg = (subset_evaluator_cfg(cfg, images.img_ids, work_dir, images.subset_anns)
                          if state is not None else None)
 
-        models = {"pytorch": model}
-        if "mmdet" in opts.backends:  # stock MMDetection: the same weights, NCHW (no channels-last conversion)
-            import copy
-
-            models["mmdet"] = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
-        if "onnxruntime" in opts.backends:
-            models["onnxruntime"] = _onnxruntime_model(cfg, model, spec, images.metainfo, work_dir, progress)
+        job = RuntimeJob(cfg, model, spec.label, {"config": spec.config, "checkpoint": str(spec.checkpoint)},
+                         images.metainfo, work_dir, device, opts.calib_images)
+        runtimes = build_runtimes(job, opts.backends, opts.precisions, progress, notes)  # mmdet's copy: NCHW
         if device == "cpu" and any(h.get("type") == "ChannelsLastHook" for h in cfg.get("custom_hooks") or []):
             model.to(memory_format=torch.channels_last)  # as the config's hook runs it in train and eval
             notes.append(f"{spec.label}: pytorch runs with channels-last (NHWC) conv weights, as the config's "
@@ -224,9 +226,10 @@ def _bench_model(spec: ModelSpec, opts: BenchOptions, device: str, work_dir: Pat
                 inputs = model.data_preprocessor(batches[0], False)["inputs"]  # (1, 3, H, W), padded
                 progress(ProgressEvent("stage", f"{spec.label} @ {scale}: counting FLOPs"))
                 flops, params = _complexity(model, inputs)
-            for backend in opts.backends:
-                where = f"{spec.label} @ {scale}" + ("" if backend == "pytorch" else f" ({backend})")
-                timing, threads = _time_model(models[backend], batches, opts, device, where, progress)
+            for rt in runtimes:
+                extra = [v for v, plain in ((rt.backend, "pytorch"), (rt.precision, "fp32")) if v != plain]
+                where = f"{spec.label} @ {scale}" + (f" ({', '.join(extra)})" if extra else "")
+                timing, threads = _time_model(rt.model, batches, opts, device, where, progress, rt.autocast)
                 metrics: dict = dict.fromkeys(METRIC_KEYS)
                 if evaluator_cfg is not None:
                     progress(ProgressEvent("stage", f"{where}: evaluating"))
@@ -239,7 +242,8 @@ def _bench_model(spec: ModelSpec, opts: BenchOptions, device: str, work_dir: Pat
                                    cpu_ms=statistics.median(timing.cpu_ms), cpu_util=timing.cpu_util,
                                    load_ms=statistics.median(images.load_ms),
                                    transform_ms=statistics.median(transform_ms), params=params, flops=flops,
-                                   device=device, threads=threads, fuse_conv_bn=opts.fuse_conv_bn, backend=backend)
+                                   device=device, threads=threads, fuse_conv_bn=opts.fuse_conv_bn,
+                                   backend=rt.backend, precision=rt.precision)
                 points.append(point)
                 if on_point is not None:
                     on_point(point)
@@ -247,13 +251,21 @@ def _bench_model(spec: ModelSpec, opts: BenchOptions, device: str, work_dir: Pat
 
 
 def _time_model(model: Any, batches: list, opts: BenchOptions, device: str, where: str,
-                progress: ProgressFn) -> tuple:
-    """Time ``data_preprocessor`` + ``predict`` per image (any backend's model); (Timing, threads used)."""
+                progress: ProgressFn, autocast: Any = None) -> tuple:
+    """Time ``data_preprocessor`` + ``predict`` per image (any backend's model; the network under ``autocast``, a
+    torch dtype, when given); (Timing, threads used)."""
     import torch
+
+    kind = torch.device(device).type
 
     def step(i: int) -> list:
         data = model.data_preprocessor(batches[i], False)
-        return [sample.pred_instances for sample in model(**data, mode="predict")]
+        with torch.autocast(kind, dtype=autocast, enabled=autocast is not None):
+            found = [sample.pred_instances for sample in model(**data, mode="predict")]
+        if autocast is not None:  # the evaluator reads them as numpy: float32
+            for pred in found:
+                pred.bboxes, pred.scores = pred.bboxes.float(), pred.scores.float()
+        return found
 
     def report(done: int, total: int) -> None:
         progress(ProgressEvent("stage", f"{where}: timing", done, total))
@@ -261,24 +273,8 @@ def _time_model(model: Any, batches: list, opts: BenchOptions, device: str, wher
     with torch.no_grad():
         timing = time_steps(step, len(batches), warmup=opts.warmup, min_iters=opts.min_iters, device=device,
                             on_iter=report)
-    backend = getattr(model, "backend", None)  # ONNX Runtime's intra-op threads, else torch's
+    backend = getattr(model, "backend", None)  # ONNX Runtime's intra-op / OpenVINO's threads, else torch's
     return timing, int(backend.threads if backend is not None else torch.get_num_threads())
-
-
-def _onnxruntime_model(cfg: Any, model: Any, spec: ModelSpec, metainfo: dict, work_dir: Path,
-                       progress: ProgressFn) -> Any:
-    """The model exported (any input size) into ``work_dir/onnx`` and run by ONNX Runtime with torch's threads."""
-    from fltool.deploy.onnx_export import export_model
-    from fltool.deploy.parity import onnx_detector
-
-    out = work_dir / "onnx" / f"{spec.label.replace(':', '_').replace('#', '_')}.onnx"
-    progress(ProgressEvent("stage", f"{spec.label}: exporting to ONNX ({out.name})"))
-    num_classes = int(model.bbox_head.num_classes) if hasattr(model, "bbox_head") else 0
-    classes = list(metainfo.get("classes") or [])
-    if len(classes) != num_classes:
-        classes = [str(i) for i in range(num_classes)]
-    export_model(model, cfg, out, classes=classes, source={"config": spec.config, "checkpoint": str(spec.checkpoint)})
-    return onnx_detector(out, cfg.model.get("data_preprocessor"))
 
 
 def run_speed_accuracy(opts: BenchOptions, progress: ProgressFn = no_progress,
@@ -295,14 +291,23 @@ def run_speed_accuracy(opts: BenchOptions, progress: ProgressFn = no_progress,
     if opts.threads is not None and opts.threads < 1:
         raise ConfigError(f"--threads {opts.threads} is not a thread count", "give 1 or more")
     backends = parse_backends(opts.backends, BENCH_BACKENDS)
-    if "onnxruntime" in backends and opts.device != "cpu":
-        raise ConfigError(f"--backend onnxruntime runs on the CPU here, not on {opts.device}", "use --device cpu")
+    for name in ("onnxruntime", "openvino"):
+        if name in backends and opts.device != "cpu":
+            raise ConfigError(f"--backend {name} runs on the CPU here, not on {opts.device}", "use --device cpu")
+    precisions = parse_bench_precisions(opts.precisions)
+    if "int8" in precisions and "openvino" in backends:
+        from fltool.deploy.quantize import check_int8_options
+        from fltool.engine.backends import require_openvino
+
+        require_openvino("--precision int8", int8=True)
+        check_int8_options(opts.calib_images, 1.0)
     device = check_device(opts.device)
     specs = pair_models(opts.configs, opts.checkpoints)
     scales = parse_scales(opts.scales) if opts.scales else None
     run_opts = copy.copy(opts)
     run_opts.scales = scales
     run_opts.backends = backends
+    run_opts.precisions = precisions
     work_dir = Path(opts.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
 

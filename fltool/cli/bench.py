@@ -114,6 +114,13 @@ class BenchDisplay:
                       f"p90 {point.latency.p90_ms:.1f} ms  {point.flops / 1e9:.2f} GFLOPs")
 
 
+PrecisionsOpt = Annotated[str, typer.Option(
+    "--precision", help="Precisions to measure, comma-separated, each with the backends that run it: fp32 (all), bf16 "
+                        "(pytorch/mmdet autocast; openvino only where the CPU has native bf16), int8 (openvino: NNCF "
+                        "quantization calibrated on training images). A row each, with its AP.")]
+CalibImagesOpt = Annotated[int, typer.Option("--calib-images", min=1, help="int8: training images to calibrate on.")]
+
+
 @command(app, "speed-accuracy")
 def speed_accuracy(
     configs: Annotated[List[str], typer.Argument(help="One or more configs (files or names, see `fltool train "
@@ -147,8 +154,12 @@ def speed_accuracy(
                                                    "checkpoints (only for files you trust).")] = False,
     backend: Annotated[str, typer.Option("--backend", help="Runtimes to measure, comma-separated: pytorch (eager, "
                                          "as fltool runs it), mmdet (the same weights as stock MMDetection runs "
-                                         "them: NCHW) and/or onnxruntime (the model exported by fltool export, same "
-                                         "threads); one row per backend and scale.")] = "pytorch",
+                                         "them: NCHW), onnxruntime (the model exported by fltool export, same "
+                                         "threads) and/or openvino (that graph run by OpenVINO; pip install "
+                                         "'fltool[openvino]'); one row per backend, precision and scale.")
+                       ] = "pytorch",
+    precision: PrecisionsOpt = "fp32",
+    calib_images: CalibImagesOpt = 100,
     data: DataOpt = None,
     data_format: FormatOpt = None,
     val_fraction: ValFractionOpt = None,
@@ -161,6 +172,7 @@ def speed_accuracy(
     Pareto front marked) to the work dir.
     """
     from fltool.bench.inputs import parse_scales
+    from fltool.bench.runtimes import parse_precisions
     from fltool.bench.speed_accuracy import BenchOptions, run_speed_accuracy
     from fltool.engine.backends import BENCH_BACKENDS, parse_backends
 
@@ -170,7 +182,8 @@ def speed_accuracy(
                         num_images=num_images, device=device, work_dir=work_dir or DEFAULT_WORK_DIR,
                         cfg_options=cfg_options, fuse_conv_bn=fuse_conv_bn, warmup=warmup, min_iters=min_iters,
                         threads=threads, paper=paper, trust_checkpoint=trust_checkpoint,
-                        backends=parse_backends(backend, BENCH_BACKENDS))
+                        backends=parse_backends(backend, BENCH_BACKENDS), precisions=parse_precisions(precision),
+                        calib_images=calib_images)
     with BenchDisplay(err_console, data_time) as display:
         result = run_speed_accuracy(opts, progress=display, on_point=display.point)
     for note in result.notes:
@@ -178,7 +191,7 @@ def speed_accuracy(
     env = result.environment
     caption = (f"AP in % on the first {result.points[0].num_images if result.points else 0} val images. ms: median "
                f"latency per image (p90: 90th percentile), batch 1, {env['device']} ({env['device_name']}), "
-               f"threads={env['threads']}{' (torch and ONNX Runtime intra-op)' if len(opts.backends) > 1 else ''}; "
+               f"threads={env['threads']}{' (torch and the runtimes)' if len(opts.backends) > 1 else ''}; "
                "cpu ms: the process's CPU time per image. * = on the Pareto front. "
                f"{result.wall_s:.0f} s")
     for t in points_tables(result.points, data_time):

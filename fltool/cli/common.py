@@ -166,6 +166,7 @@ class BackendName(str, Enum):
 
     pytorch = "pytorch"
     onnxruntime = "onnxruntime"
+    openvino = "openvino"
 
 
 # Shared option aliases: declared once, used by every command that takes them.

@@ -53,8 +53,11 @@ def evaluate(
     trust_checkpoint: TrustOpt = False,
     launcher: LauncherOpt = Launcher.none,
     precision: PrecisionOpt = Precision.fp32,
-    backend: Annotated[BackendName, typer.Option("--backend", help="pytorch, or onnxruntime: CHECKPOINT is then the "
-                                             ".onnx file of fltool export (a .pth is exported first).")
+    backend: Annotated[BackendName, typer.Option("--backend", help="pytorch; onnxruntime or openvino: CHECKPOINT is "
+                                             "then the .onnx file of fltool export, for openvino also its IR (.xml; "
+                                             "an INT8 one too; a .pth is exported first). openvino: --precision is "
+                                             "its inference precision, bf16 only where the CPU has native bf16 "
+                                             "(pip install 'fltool[openvino]').")
                        ] = BackendName.pytorch,
     local_rank: LocalRankOpt = None,
 ) -> None:

@@ -29,10 +29,32 @@ def _thr_text(given: Any, applied: dict) -> str:
     return "auto (" + ", ".join(f"{name} {thr:.3g}" for name, thr in applied.items()) + ")"
 
 
+def result_table(result: Any, score_thr: Any) -> Any:
+    """What predict found, and how fast, on what."""
+    t = result.timing
+    rows = [["images", result.images], ["detections", sum(result.detections_per_class.values())]]
+    rows += [[f"  {name}", n] for name, n in result.detections_per_class.items()]
+
+    def ms(key: str) -> str:
+        return "n/a" if t.get(key) is None else f"{t[key]:.1f}"
+
+    rows += [["ms per image: model", ms("model_ms")], ["ms per image: preprocessing", ms("preprocess_ms")],
+             ["ms per image: all (read to written)", ms("total_ms")]]
+    if result.failed:
+        rows.append(["failed inputs", len(result.failed)])
+    runtime = {"onnxruntime": "ONNX Runtime, intra-op", "openvino": "OpenVINO"}.get(result.backend, "PyTorch")
+    caption = (f"score >= {_thr_text(score_thr, result.score_thresholds)}; measured on {t['device']} "
+               f"({t['device_name']}), batch {t['batch_size']}, {t['threads']} threads ({runtime})")
+    exported = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}.get(result.backend)
+    model = f"{result.onnx_file.name} ({exported})" if result.onnx_file else result.checkpoint.name
+    return table(f"fltool predict: {model}", ["", "value"], rows, caption=caption)
+
+
 def predict(
     target: Annotated[Path, typer.Argument(help="A checkpoint (.pth) or the work dir of a run (its last "
                                                 "checkpoint and the config saved beside it); with --backend "
-                                                "onnxruntime also the .onnx file of fltool export.",
+                                                "onnxruntime or openvino also the .onnx file of fltool export "
+                                                "(openvino: also its IR, .xml).",
                                            show_default=False)],
     inputs: Annotated[List[str], typer.Argument(help="Image files, folders (searched recursively), globs "
                                                      "('imgs/*.jpg') and videos OpenCV can read.",
@@ -58,9 +80,11 @@ def predict(
     trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Allow full unpickling of the "
                                                    "checkpoint (only for files you trust).")] = False,
     precision: PrecisionOpt = Precision.fp32,
-    backend: Annotated[BackendName, typer.Option("--backend", help="pytorch, or onnxruntime: an .onnx file of fltool "
-                                             "export runs as it is (classes and preprocessing from its metadata); "
-                                             "a checkpoint or work dir is exported into the output folder first.")
+    backend: Annotated[BackendName, typer.Option("--backend", help="pytorch; onnxruntime or openvino: an .onnx (or "
+                                             "for openvino an .xml IR) file of fltool export runs as it is (classes "
+                                             "and preprocessing from its metadata); a checkpoint or work dir is "
+                                             "exported into the output folder first. openvino: --precision is its "
+                                             "inference precision (bf16 only where the CPU has native bf16).")
                        ] = BackendName.pytorch,
 ) -> None:
     """Detect objects in images and videos with a trained model; write drawn images, label files, a CSV and a
@@ -86,22 +110,7 @@ def predict(
         err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
     for item, reason in result.failed:
         err_console.print(f"skipped: {item}: {reason}", highlight=False, soft_wrap=True, markup=False)
-    t = result.timing
-    rows = [["images", result.images], ["detections", sum(result.detections_per_class.values())]]
-    rows += [[f"  {name}", n] for name, n in result.detections_per_class.items()]
-
-    def ms(key: str) -> str:
-        return "n/a" if t.get(key) is None else f"{t[key]:.1f}"
-
-    rows += [["ms per image: model", ms("model_ms")], ["ms per image: preprocessing", ms("preprocess_ms")],
-             ["ms per image: all (read to written)", ms("total_ms")]]
-    if result.failed:
-        rows.append(["failed inputs", len(result.failed)])
-    runtime = "ONNX Runtime, intra-op" if result.backend == "onnxruntime" else "PyTorch"
-    caption = (f"score >= {_thr_text(opts.score_thr, result.score_thresholds)}; measured on {t['device']} "
-               f"({t['device_name']}), batch {t['batch_size']}, {t['threads']} threads ({runtime})")
-    model = f"{result.onnx_file.name} (ONNX Runtime)" if result.onnx_file else result.checkpoint.name
-    console.print(table(f"fltool predict: {model}", ["", "value"], rows, caption=caption))
+    console.print(result_table(result, opts.score_thr))
     console.print(f"output:     {result.out_dir}\ndetections: {result.files['detections']}\n"
                   f"rows:       {result.files['rows']}", highlight=False)
     if result.failed:

@@ -1,6 +1,7 @@
-"""A checkpoint written as an ONNX file on demand, for the commands that run it with ONNX Runtime
-(``fltool eval/predict --backend onnxruntime`` given a ``.pth``): :func:`export_for_onnxruntime` is the
-:class:`fltool.engine.backends.Exporter` the CLI and the Python API hand to the engine."""
+"""A checkpoint written as an ONNX file on demand, for the commands that run it with ONNX Runtime or OpenVINO
+(``fltool eval/predict --backend onnxruntime|openvino`` given a ``.pth``): :func:`export_for_onnxruntime` is the
+:class:`fltool.engine.backends.Exporter` the CLI and the Python API hand to the engine (OpenVINO reads the ONNX file
+as it is)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,5 +22,5 @@ def export_for_onnxruntime(checkpoint: Path, *, out_dir: Path, config: Optional[
     export_onnx(ExportOptions(target=checkpoint, out=out, config=config, cfg_options=cfg_options, check=False,
                               trust_checkpoint=trust))
     if notes is not None:
-        notes.append(f"{checkpoint.name} exported to {out} for ONNX Runtime")
+        notes.append(f"{checkpoint.name} exported to {out} (ONNX) to run it")
     return out

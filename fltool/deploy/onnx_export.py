@@ -1,4 +1,5 @@
-"""``fltool export --format onnx``: a trained RetinaNet as one ONNX graph, with its metadata, checked.
+"""``fltool export --format onnx``: a trained RetinaNet as one ONNX graph, with its metadata, checked
+(``--format openvino``: that graph as an OpenVINO IR, :mod:`fltool.deploy.openvino_export`).
 
 :func:`export_model` writes a built detector (weights loaded) to an ONNX file: the graph of
 :mod:`fltool.deploy.graph` traced by ``torch.onnx.export`` (the TorchScript-based exporter: it carries the ONNX
@@ -22,7 +23,10 @@ from fltool.progress import ProgressEvent, ProgressFn, no_progress
 
 #: NonMaxSuppression and TopK with a computed k need opset 11; the TorchScript exporter stops at 20.
 MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 11, 20, 17
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "openvino")
+#: ``--precision`` of ``--format openvino``: fp32 is the IR itself (always written and checked); bf16 is evaluated
+#: where the CPU has native bf16 (a runtime setting, no file of its own); int8 writes a quantized IR beside it.
+EXPORT_PRECISIONS = ("fp32", "bf16", "int8")
 _RESIZE_TYPES = ("Resize", "mmdet.Resize")
 
 
@@ -36,13 +40,17 @@ class ExportOptions:
     cfg_options: Union[Sequence[str], dict, None] = None
     check: bool = True  # compare with PyTorch on the val split
     check_images: Optional[int] = None  # the first N val images; None: all
-    format: str = "onnx"
+    format: str = "onnx"  # or "openvino"
     trust_checkpoint: bool = False
+    # --format openvino only (fltool.deploy.openvino_export, fltool.deploy.quantize):
+    precision: Union[str, Sequence[str]] = "fp32"  # of EXPORT_PRECISIONS, comma-separated or a list
+    calib_images: int = 100  # INT8: training images to calibrate on
+    max_ap_drop: float = 1.0  # INT8: the most AP (points, on the val split) the quantized model may lose
 
 
 @dataclass
 class ExportResult:
-    onnx_file: Path
+    model_file: Path  # the .onnx file, or the IR's .xml (its .bin beside it)
     config: Optional[Path]  # None: the config stored in the checkpoint
     checkpoint: Path
     meta: Any  # DeployMeta
@@ -50,11 +58,19 @@ class ExportResult:
     export_s: float
     check: Any = None  # ParityReport, or None with --no-check
     notes: list = field(default_factory=list)
+    format: str = "onnx"
+    precisions: dict = field(default_factory=dict)  # openvino: name -> {file, metrics (AP...), note}
+    int8_error: Optional[str] = None  # openvino --precision int8 asked for and not kept: why
+
+    @property
+    def onnx_file(self) -> Path:
+        """The written model file (its name from before --format openvino: an .onnx, or the IR's .xml)."""
+        return self.model_file
 
     @property
     def report_file(self) -> Path:
-        """The JSON beside the ONNX file: metadata and check results."""
-        return self.onnx_file.with_suffix(".json")
+        """The JSON beside the model file: metadata and check results."""
+        return self.model_file.with_suffix(".json")
 
 
 def _test_resize(cfg: Any) -> dict:
@@ -187,15 +203,27 @@ def export_model(model: Any, cfg: Any, out: Path, *, classes: Sequence[str], img
     return meta
 
 
-def export_onnx(opts: ExportOptions, progress: ProgressFn = no_progress) -> ExportResult:
-    """Find the run, load its weights strictly, export, check. Returns where the file went and what was found."""
+@dataclass
+class ExportJob:
+    """What every format's export starts from: the run, its test config, its weights and where the file goes."""
+
+    run: Any  # fltool.engine.workdir.RunFiles
+    cfg: Any
+    state: dict
+    classes: tuple
+    out: Path
+    logs: Path  # MMEngine's logs of the check
+    notes: list
+    thresholds: Optional[dict] = None  # the run's chosen score thresholds, for the metadata
+
+
+def prepare_export(opts: ExportOptions, progress: ProgressFn = no_progress, suffix: str = ".onnx") -> ExportJob:
+    """Check the options, find the run, load its config (the check's test set) and its weights."""
     from fltool.engine import compat
-    from fltool.engine import runner as rn
     from fltool.engine.checkpoint import checkpoint_state_dict
     from fltool.engine.evaluate import EvalOptions, prepare_eval_config
     from fltool.engine.workdir import checkpoint_classes, resolve_run
 
-    start = time.time()
     compat.apply()
     if opts.format not in FORMATS:
         raise ConfigError(f"--format {opts.format} is not supported", f"use one of: {', '.join(FORMATS)}")
@@ -205,9 +233,9 @@ def export_onnx(opts: ExportOptions, progress: ProgressFn = no_progress) -> Expo
     notes: list = []
     if run.config_source == "checkpoint meta":
         notes.append(f"config taken from {run.checkpoint.name}'s metadata (no config beside it)")
-    out = Path(opts.out) if opts.out else run.checkpoint.with_suffix(".onnx")
-    if out.suffix != ".onnx":
-        raise ConfigError(f"--out {out} does not end in .onnx", "name the output file <something>.onnx")
+    out = Path(opts.out) if opts.out else run.checkpoint.with_suffix(suffix)
+    if out.suffix != suffix:
+        raise ConfigError(f"--out {out} does not end in {suffix}", f"name the output file <something>{suffix}")
 
     progress(ProgressEvent("stage", "loading config"))
     logs = Path(tempfile.mkdtemp(prefix="fltool-export-"))
@@ -219,34 +247,83 @@ def export_onnx(opts: ExportOptions, progress: ProgressFn = no_progress) -> Expo
     state = checkpoint_state_dict(run.checkpoint, trust=opts.trust_checkpoint)
     classes = checkpoint_classes(run.checkpoint, trust=opts.trust_checkpoint) or \
         tuple((cfg.test_dataloader.dataset.get("metainfo") or {}).get("classes") or ())
+    return ExportJob(run, cfg, state, tuple(classes), out, logs, notes, _run_thresholds(run.checkpoint, notes))
 
-    with rn.captured_stdout(rn.stdout_log(cfg)):
-        runner, model = rn.built_runner_with_weights(cfg, state, str(run.checkpoint))
-        model.eval()
-        num_classes = int(getattr(getattr(model, "bbox_head", None), "num_classes", 0) or 0)
-        if len(classes) != num_classes:
-            notes.append(f"{len(classes)} class names found for {num_classes} classes; the metadata names them "
+
+def built_model(job: ExportJob) -> tuple:
+    """(runner, detector in eval mode with the run's weights); the job's classes fitted to the model's count.
+    Call it inside ``runner.captured_stdout``."""
+    from fltool.engine import runner as rn
+
+    runner, model = rn.built_runner_with_weights(job.cfg, job.state, str(job.run.checkpoint))
+    model.eval()
+    num_classes = int(getattr(getattr(model, "bbox_head", None), "num_classes", 0) or 0)
+    if len(job.classes) != num_classes:
+        job.notes.append(f"{len(job.classes)} class names found for {num_classes} classes; the metadata names them "
                          "by index")
-            classes = tuple(str(i) for i in range(num_classes))
+        job.classes = tuple(str(i) for i in range(num_classes))
+    return runner, model
+
+
+def export_source(job: ExportJob) -> dict:
+    """Where the exported model came from (its metadata's ``source``)."""
+    return {"config": job.run.config.name if job.run.config else None, "checkpoint": job.run.checkpoint.name}
+
+
+def export_onnx(opts: ExportOptions, progress: ProgressFn = no_progress) -> ExportResult:
+    """Find the run, load its weights strictly, export, check. Returns where the file went and what was found.
+    ``opts.format == "openvino"``: :func:`fltool.deploy.openvino_export.export_openvino`."""
+    from fltool.engine import runner as rn
+
+    if opts.format == "openvino":
+        from fltool.deploy.openvino_export import export_openvino
+
+        return export_openvino(opts, progress)
+    start = time.time()
+    others = [p for p in parse_precisions(opts.precision) if p != "fp32"]
+    if others:
+        raise ConfigError(f"--precision {','.join(others)} needs --format openvino",
+                          "an ONNX file is fp32; export with --format openvino for bf16 and int8")
+    job = prepare_export(opts, progress)
+    out = job.out
+    with rn.captured_stdout(rn.stdout_log(job.cfg)):
+        runner, model = built_model(job)
         progress(ProgressEvent("stage", f"exporting to {out.name}"))
         t0 = time.time()
-        meta = export_model(model, cfg, out, classes=classes, img_size=opts.img_size, opset=opts.opset,
-                            source={"config": run.config.name if run.config else None,
-                                    "checkpoint": run.checkpoint.name},
-                            thresholds=_run_thresholds(run.checkpoint, notes))
+        meta = export_model(model, job.cfg, out, classes=job.classes, img_size=opts.img_size, opset=opts.opset,
+                            source=export_source(job), thresholds=job.thresholds)
         export_s = time.time() - t0
         report = None
         if opts.check:
             from fltool.deploy.parity import check_parity
 
             report = check_parity(runner, model, out, progress, subset=opts.check_images is not None)
-    result = ExportResult(out, run.config, run.checkpoint, meta, out.stat().st_size, export_s, report,
-                          notes + [f"MMEngine's logs of the check in {logs}"])
-    write_json(result.report_file, {
-        "onnx_file": str(out), "config": str(run.config) if run.config else None, "checkpoint": str(run.checkpoint),
-        "size_bytes": result.size_bytes, "export_s": round(export_s, 2), "wall_s": round(time.time() - start, 1),
-        "metadata": asdict(meta), "check": report.as_dict() if report is not None else None})
+    result = ExportResult(out, job.run.config, job.run.checkpoint, meta, out.stat().st_size, export_s, report,
+                          job.notes + [f"MMEngine's logs of the check in {job.logs}"])
+    write_report(result, start, onnx_file=str(out))
     return result
+
+
+def write_report(result: ExportResult, start: float, **extra: Any) -> None:
+    """The JSON beside the model: what was exported from where, its metadata, the check, each precision's AP."""
+    write_json(result.report_file, {
+        **extra, "model_file": str(result.model_file), "format": result.format,
+        "config": str(result.config) if result.config else None, "checkpoint": str(result.checkpoint),
+        "size_bytes": result.size_bytes, "export_s": round(result.export_s, 2),
+        "wall_s": round(time.time() - start, 1), "metadata": asdict(result.meta),
+        "check": result.check.as_dict() if result.check is not None else None,
+        **({"precisions": result.precisions, "int8_error": result.int8_error} if result.format != "onnx" else {})})
+
+
+def parse_precisions(value: Union[str, Sequence[str], None]) -> tuple:
+    """``"fp32,int8"`` (or a list) to the export's precisions in EXPORT_PRECISIONS order, fp32 always first."""
+    items = [s.strip().lower() for s in value.split(",")] if isinstance(value, str) else \
+        [str(s).strip().lower() for s in (value or [])]
+    unknown = [s for s in items if s and s not in EXPORT_PRECISIONS]
+    if unknown:
+        raise ConfigError(f"--precision {unknown[0]} is not one of {', '.join(EXPORT_PRECISIONS)}",
+                          "give a comma-separated list, e.g. --precision fp32,bf16,int8")
+    return tuple(p for p in EXPORT_PRECISIONS if p == "fp32" or p in items)
 
 
 def _run_thresholds(checkpoint: Path, notes: list) -> Optional[dict]:

@@ -1,4 +1,5 @@
-"""Does the exported file detect what the PyTorch model detects? The check ``fltool export`` runs after writing.
+"""Does the exported file detect what the PyTorch model detects? The check ``fltool export`` runs after writing
+(the ONNX file with ONNX Runtime; the OpenVINO IR with OpenVINO, f32).
 
 Both run the config's test set (the same batches, the same data pipeline and preprocessor); per image, every
 detection of one is matched to a detection of the other with the same label, greedily by score: a pair matches when
@@ -39,6 +40,7 @@ class ParityReport:
     iou_min: float = IOU_MIN
     score_tol: float = SCORE_TOL
     ap_tol: float = AP_TOL
+    runtime: str = "ONNX Runtime"  # what ran the exported file (the *_onnx fields are its)
 
     @property
     def ap_diff(self) -> float:
@@ -54,7 +56,7 @@ class ParityReport:
                     detections_onnx=self.detections_onnx, matched=self.matched, borderline=self.borderline,
                     unmatched=self.unmatched, min_iou=self.min_iou, max_score_diff=self.max_score_diff,
                     AP_pytorch=self.metrics_pytorch.get("AP"), AP_onnx=self.metrics_onnx.get("AP"),
-                    ap_diff=self.ap_diff, ok=self.ok,
+                    ap_diff=self.ap_diff, ok=self.ok, runtime=self.runtime,
                     criteria=dict(iou_min=self.iou_min, score_tol=self.score_tol, ap_tol=self.ap_tol))
 
 
@@ -120,31 +122,71 @@ def onnx_detector(onnx_file: Any, data_preprocessor: Any, threads: Any = None) -
     return OnnxRuntimeDetector(onnx_file=str(onnx_file), data_preprocessor=prep, threads=threads).eval()
 
 
-def check_parity(runner: Any, model: Any, onnx_file: Any, progress: ProgressFn = no_progress,
-                 subset: bool = False) -> ParityReport:
-    """Run the test set through ``model`` (PyTorch) and ``onnx_file`` (ONNX Runtime); compare (module docstring).
-    ``subset``: the test set is the first images of the split (its AP is then taken on those images only)."""
+def exported_detector(backend: Any, data_preprocessor: Any) -> Any:
+    """A runtime (``backend(images) -> [Detections]``, e.g. an ``OpenVINOBackend``) as an MMEngine model with the
+    detector's data preprocessor (padding left to the graph)."""
+    from fltool_plugins.models import ExportedDetector
+
+    prep = copy.deepcopy(dict(data_preprocessor or {}))
+    prep["pad_size_divisor"] = 1
+    return ExportedDetector(backend, data_preprocessor=prep).eval()
+
+
+def evaluator_cfg_for(runner: Any, subset: bool) -> Any:
+    """The config's test evaluator; for ``subset`` (the first images of the split: --check-images) one against an
+    annotation file of only those images, like bench."""
+    from fltool.engine.metrics import subset_evaluator_cfg
+
+    if not subset:
+        return runner.cfg.test_evaluator
+    dataset = runner.test_dataloader.dataset
+    ids = [dataset.get_data_info(i)["img_id"] for i in range(len(dataset))]
+    return subset_evaluator_cfg(runner.cfg, ids, Path(runner.cfg.work_dir), {})
+
+
+def val_metrics(runner: Any, detector: Any, progress: ProgressFn = no_progress, subset: bool = False,
+                what: str = "evaluating") -> dict:
+    """COCO metrics (pycocotools, through the config's evaluator) of ``detector`` (any MMEngine model: an exported
+    file's) on the test set, as ``fltool eval`` computes them."""
     import torch
 
     from fltool.engine import runner as rn
-    from fltool.engine.metrics import coco_metrics, subset_evaluator_cfg
+    from fltool.engine.metrics import coco_metrics
 
-    onnx_model = onnx_detector(onnx_file, runner.cfg.model.get("data_preprocessor"))
+    loader = runner.test_dataloader
+    evaluator = runner.build_evaluator(copy.deepcopy(evaluator_cfg_for(runner, subset)))
+    evaluator.dataset_meta = loader.dataset.metainfo
+    with rn.translate_errors(), torch.no_grad():
+        for b, batch in enumerate(loader):
+            progress(ProgressEvent("stage", f"{what} on the test set", b, len(loader)))
+            evaluator.process(data_samples=detector.test_step(batch), data_batch=batch)
+        progress(ProgressEvent("stage", f"{what} on the test set", len(loader), len(loader)))
+        return coco_metrics(evaluator.evaluate(len(loader.dataset)))
+
+
+def check_parity(runner: Any, model: Any, onnx_file: Any, progress: ProgressFn = no_progress,
+                 subset: bool = False, exported: Any = None, runtime: str = "ONNX Runtime") -> ParityReport:
+    """Run the test set through ``model`` (PyTorch) and ``onnx_file`` (ONNX Runtime; or ``exported``, the file
+    already in an MMEngine model run by ``runtime``); compare (module docstring). ``subset``: the test set is the
+    first images of the split (its AP is then taken on those images only)."""
+    import torch
+
+    from fltool.engine import runner as rn
+    from fltool.engine.metrics import coco_metrics
+
+    onnx_model = exported or onnx_detector(onnx_file, runner.cfg.model.get("data_preprocessor"))
     post = onnx_model.backend.meta.postprocess
     loader = runner.test_dataloader
-    evaluator_cfg = runner.cfg.test_evaluator
-    if subset:
-        # a subset of the split (--check-images): AP against an annotation file of only those images, like bench
-        ids = [loader.dataset.get_data_info(i)["img_id"] for i in range(len(loader.dataset))]
-        evaluator_cfg = subset_evaluator_cfg(runner.cfg, ids, Path(runner.cfg.work_dir), {})
+    evaluator_cfg = evaluator_cfg_for(runner, subset)
     evaluators = [runner.build_evaluator(copy.deepcopy(evaluator_cfg)) for _ in range(2)]
     for ev in evaluators:
         ev.dataset_meta = loader.dataset.metainfo
     totals = dict(matched=0, borderline=0, unmatched=0)
     min_iou, max_diff, n_ref, n_got, images = 1.0, 0.0, 0, 0, 0
+    stage = f"checking: PyTorch vs {runtime} on the test set"
     with rn.translate_errors(), torch.no_grad():
         for b, batch in enumerate(loader):
-            progress(ProgressEvent("stage", "checking: PyTorch vs ONNX Runtime on the test set", b, len(loader)))
+            progress(ProgressEvent("stage", stage, b, len(loader)))
             outputs = model.test_step(batch)
             ref = [_detections(s) for s in outputs]
             evaluators[0].process(data_samples=outputs, data_batch=batch)  # copies what it needs now
@@ -157,7 +199,7 @@ def check_parity(runner: Any, model: Any, onnx_file: Any, progress: ProgressFn =
                     totals[key] += found[key]
                 min_iou, max_diff = min(min_iou, found["min_iou"]), max(max_diff, found["max_score_diff"])
                 n_ref, n_got, images = n_ref + len(r), n_got + len(g), images + 1
-        progress(ProgressEvent("stage", "checking: PyTorch vs ONNX Runtime on the test set", len(loader), len(loader)))
+        progress(ProgressEvent("stage", stage, len(loader), len(loader)))
         metrics = [coco_metrics(ev.evaluate(len(loader.dataset))) for ev in evaluators]
     return ParityReport(images, n_ref, n_got, totals["matched"], totals["borderline"], totals["unmatched"], min_iou,
-                        max_diff, metrics[0], metrics[1])
+                        max_diff, metrics[0], metrics[1], runtime=runtime)

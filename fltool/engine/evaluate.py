@@ -8,7 +8,16 @@ from typing import Any, Optional, Sequence, Union
 
 from fltool.engine import compat
 from fltool.engine import runner as rn
-from fltool.engine.backends import Exporter, check_backend, check_checkpoint_for, onnx_file_for, onnxruntime_model
+from fltool.engine.backends import (
+    EXPORTED_BACKENDS,
+    Exporter,
+    check_backend,
+    check_checkpoint_for,
+    onnx_file_for,
+    onnxruntime_model,
+    openvino_model,
+    openvino_run_precision,
+)
 from fltool.engine.checkpoint import checkpoint_state_dict
 from fltool.engine.config import load_config
 from fltool.engine.metrics import coco_metrics, has_bbox_metrics, no_detection_metrics
@@ -30,8 +39,9 @@ class EvalOptions:
     num_images: Optional[int] = None
     trust_checkpoint: bool = False
     launcher: str = "none"
-    backend: str = "pytorch"  # or "onnxruntime": an .onnx file, or a .pth exported first (fltool.engine.backends)
-    precision: str = "fp32"  # "auto" | "fp32" | "bf16" | "fp16": the model under autocast (fltool.engine.precision)
+    backend: str = "pytorch"  # or "onnxruntime"/"openvino": an exported file, or a .pth exported first (backends)
+    precision: str = "fp32"  # "auto" | "fp32" | "bf16" | "fp16": the model under autocast (fltool.engine.precision);
+    # with openvino its inference precision (bf16 only where the CPU has it natively: openvino_precision)
 
 
 @dataclass
@@ -112,7 +122,7 @@ def prepare_eval_config(opts: EvalOptions, progress: ProgressFn = no_progress) -
     cfg.load_from = None  # fltool loads (and checks) the weights itself
     cfg.resume = False
     cfg.launcher = opts.launcher
-    _set_precision(cfg, opts.precision, progress)
+    _set_precision(cfg, "fp32" if opts.backend == "openvino" else opts.precision, progress)  # openvino: its own
     if opts.launcher != "none":
         compat.distributed_cfg_overrides(cfg)
     note = rn.hardening_note(rn.harden(cfg))
@@ -137,11 +147,12 @@ def evaluate(opts: EvalOptions, progress: ProgressFn = no_progress, exporter: Op
     check_checkpoint_for(check_backend(opts.backend), ckpt)
     notes: list = []
     state = None
-    if opts.backend == "onnxruntime":
-        onnx_file = onnx_file_for(ckpt, exporter, out_dir=Path(cfg.work_dir), config=opts.config,
-                                  cfg_options=opts.cfg_options, trust=opts.trust_checkpoint, progress=progress,
-                                  notes=notes)
-        cfg.model = onnxruntime_model(cfg, onnx_file)
+    if opts.backend in EXPORTED_BACKENDS:
+        model_file = onnx_file_for(ckpt, exporter, backend=opts.backend, out_dir=Path(cfg.work_dir),
+                                   config=opts.config, cfg_options=opts.cfg_options, trust=opts.trust_checkpoint,
+                                   progress=progress, notes=notes)
+        cfg.model = onnxruntime_model(cfg, model_file) if opts.backend == "onnxruntime" else \
+            openvino_model(cfg, model_file, openvino_run_precision(opts.precision, model_file, notes))
     else:
         progress(ProgressEvent("stage", f"loading checkpoint {ckpt.name}"))
         compat.apply()

@@ -8,6 +8,8 @@
   Lake), and where ``ONEDNN_MAX_CPU_ISA`` does not cap oneDNN below them; elsewhere bf16 is emulated and slower than
   fp32 (pytorch#118499), so ``auto`` keeps fp32, and an explicit ``bf16`` runs with a note saying so.
 - The network runs in the low precision; fltool's heads compute anchors, targets, losses and NMS in fp32.
+- An exported model run by OpenVINO (``--backend openvino``): :func:`openvino_precision`, bf16 through OpenVINO's
+  inference precision hint only where the CPU has native bf16, else f32 (and said).
 """
 from __future__ import annotations
 
@@ -74,6 +76,24 @@ def choose_precision(requested: str, device: str = "cpu", native: Optional[str] 
     if native:
         return Precision("bf16", "cpu", f"auto: bf16, the CPU computes it natively ({native})")
     return Precision("fp32", "cpu", "auto: fp32, this CPU has no native bf16 (bf16 would be emulated and slower)")
+
+
+def openvino_precision(requested: str, native: Optional[str] = "detect") -> Precision:
+    """The precision OpenVINO runs an exported model in (its INFERENCE_PRECISION_HINT) for ``--precision
+    requested``: bf16 (``bf16``, or ``auto``) only where the CPU computes it natively (:func:`native_bf16`, detected
+    when left as "detect"), else fp32, with the reason saying which path was taken and why."""
+    if requested in ("fp32", "int8"):  # int8: the file is quantized; what is left of the graph runs in fp32
+        return Precision("fp32", "cpu", f"{requested} asked for: OpenVINO runs f32" +
+                         (" where the file is not quantized" if requested == "int8" else ""))
+    if requested not in ("auto", "bf16"):
+        raise ConfigError(f"--precision {requested}: the openvino backend runs on the CPU in fp32 or bf16",
+                          "use --precision fp32, bf16 or auto (an INT8 model is a file: fltool export --format "
+                          "openvino --precision int8)")
+    native = native_bf16() if native == "detect" else native
+    if native:
+        return Precision("bf16", "cpu", f"{requested}: OpenVINO runs bf16, the CPU computes it natively ({native})")
+    return Precision("fp32", "cpu", f"{requested}: OpenVINO runs f32, this CPU has no native bf16 (no AMX, no "
+                                    "AVX512_BF16, or ONEDNN_MAX_CPU_ISA caps it)")
 
 
 def apply_training_precision(cfg: Any, precision: Precision) -> None:

@@ -18,9 +18,10 @@ refused (:func:`~fltool.engine.predict_inputs.check_apart`), an existing one mus
 (:func:`~fltool.engine.workdir.checkpoint_classes`); the weights are loaded strictly, and the config's test pipeline
 feeds the model. The same preprocessing and model call as ``fltool eval`` give the same boxes for the same images.
 
-``backend='onnxruntime'``: the file ``fltool export`` wrote runs in ``OnnxRuntimeDetector``; a checkpoint or work
-dir is exported first by the exporter the caller hands in (:class:`fltool.engine.backends.Exporter`), as ``fltool
-eval --backend onnxruntime`` does. The file's
+``backend='onnxruntime'``/``'openvino'``: the file ``fltool export`` wrote runs in ``OnnxRuntimeDetector`` /
+``OpenVINODetector`` (an .onnx, or for OpenVINO also the IR's .xml; ``precision`` is then OpenVINO's, bf16 only on a
+CPU with native bf16); a checkpoint or work dir is exported first by the exporter the caller hands in
+(:class:`fltool.engine.backends.Exporter`), as ``fltool eval --backend onnxruntime`` does. The file's
 metadata gives the classes and the preprocessing (resize, normalisation, channel order); when a config is known
 (``--config``, the run's, or the one the metadata names beside the file) its classes and normalisation must agree.
 """
@@ -41,13 +42,15 @@ from fltool.engine.predict_output import ImageDetections, OutputWriter, cannot_w
 from fltool.errors import CheckpointError, ConfigError, DataError
 from fltool.progress import ProgressEvent, ProgressFn, no_progress
 
+#: How predict names each runtime (progress, summary).
+RUNTIME_NAMES = {"pytorch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 Detections = tuple  # (bboxes (N, 4) xyxy, scores (N,), labels (N,)) as numpy arrays, original image pixels
 DetectFn = Callable[[Any, Sequence[Any]], list]  # (inputs, data_samples) -> [Detections per image]
 
 
 @dataclass
 class PredictOptions:
-    target: Path  # a checkpoint, a work dir, or (backend onnxruntime) an .onnx file fltool export wrote
+    target: Path  # a checkpoint, a work dir, or (onnxruntime/openvino) an .onnx (openvino: or .xml) fltool export wrote
     inputs: Sequence[str]
     out_dir: Optional[Path] = None
     config: Optional[str] = None
@@ -58,8 +61,8 @@ class PredictOptions:
     stride: int = 1
     draw: bool = True
     trust_checkpoint: bool = False
-    backend: str = "pytorch"  # or "onnxruntime" (fltool.engine.backends)
-    precision: str = "fp32"  # the PyTorch model under autocast: "auto" | "fp32" | "bf16" | "fp16"
+    backend: str = "pytorch"  # or "onnxruntime", "openvino" (fltool.engine.backends)
+    precision: str = "fp32"  # the PyTorch model under autocast: "auto" | "fp32" | "bf16" | "fp16"; OpenVINO's
 
 
 @dataclass
@@ -76,7 +79,7 @@ class PredictResult:
     files: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     backend: str = "pytorch"
-    onnx_file: Optional[Path] = None  # the file ONNX Runtime ran
+    onnx_file: Optional[Path] = None  # the exported file ONNX Runtime or OpenVINO ran
     score_thresholds: dict = field(default_factory=dict)  # class -> the score threshold applied
 
 
@@ -84,13 +87,13 @@ class PredictResult:
 class LoadedModel:
     """What predict runs, and where it came from."""
 
-    model: Any  # in eval mode: the MMDetection detector, or an OnnxRuntimeDetector
+    model: Any  # in eval mode: the MMDetection detector, or an OnnxRuntimeDetector / OpenVINODetector
     pipeline: list  # the test pipeline that feeds it
     classes: tuple
     checkpoint: Path  # the checkpoint or .onnx file given (a work dir's: its last checkpoint)
     config: Optional[Path]
     cfg: Any  # the loaded config, or None
-    threads: int  # torch's, or ONNX Runtime's intra-op threads
+    threads: int  # torch's, or the runtime's (ONNX Runtime's intra-op, OpenVINO's inference) threads
     onnx_file: Optional[Path] = None
     notes: list = field(default_factory=list)
     score_thresholds: Any = None  # (num classes,) the threshold of each label: --score-thr, or the run's (auto)
@@ -187,11 +190,12 @@ def _device(name: str) -> str:
 def load_model(opts: PredictOptions, out_dir: Path, progress: ProgressFn = no_progress,
                replaceable: Optional[set] = None, exporter: Optional[Exporter] = None) -> LoadedModel:
     """The model ``opts.target`` names, on ``opts.backend`` (a checkpoint is written as ONNX by ``exporter`` into
-    ``out_dir`` for ONNX Runtime, replacing there only a file named in ``replaceable``: an earlier predict's)."""
-    from fltool.engine.backends import check_backend, check_checkpoint_for
+    ``out_dir`` for ONNX Runtime or OpenVINO, replacing there only a file named in ``replaceable``: an earlier
+    predict's)."""
+    from fltool.engine.backends import EXPORTED_BACKENDS, check_backend, check_checkpoint_for
 
     check_checkpoint_for(check_backend(opts.backend), Path(opts.target))
-    if opts.backend == "onnxruntime":
+    if opts.backend in EXPORTED_BACKENDS:
         return _load_onnx(opts, out_dir, progress, replaceable or set(), exporter)
     return _load_torch(opts, progress)
 
@@ -236,19 +240,19 @@ def _load_torch(opts: PredictOptions, progress: ProgressFn) -> LoadedModel:
 
 def _load_onnx(opts: PredictOptions, out_dir: Path, progress: ProgressFn, replaceable: set,
                exporter: Optional[Exporter]) -> LoadedModel:
-    """An exported file in ``OnnxRuntimeDetector`` (see the module docstring)."""
+    """An exported file in ``OnnxRuntimeDetector`` or ``OpenVINODetector`` (see the module docstring)."""
     from fltool.engine import compat
-    from fltool.engine.backends import check_meta_fits, meta_inputs, onnx_file_for, read_meta
+    from fltool.engine.backends import EXPORTED_BACKENDS, check_meta_fits, meta_inputs, onnx_file_for, read_meta
     from fltool.engine.config import load_config
     from fltool.engine.datasource import config_classes
     from fltool.engine.workdir import onnx_config, resolve_run
 
     if opts.device != "cpu":
-        raise ConfigError(f"--device {opts.device}: the onnxruntime backend runs on the CPU",
+        raise ConfigError(f"--device {opts.device}: the {opts.backend} backend runs on the CPU",
                           "use --device cpu, or --backend pytorch for the GPU")
     compat.apply()
     target, notes = Path(opts.target), []
-    if target.suffix == ".onnx":
+    if target.suffix in EXPORTED_BACKENDS[opts.backend]:
         checkpoint = onnx_file = target.resolve()
         meta = read_meta(onnx_file)
         run = onnx_config(onnx_file, opts.config, meta.source.get("config"), opts.trust_checkpoint, notes)
@@ -260,22 +264,28 @@ def _load_onnx(opts: PredictOptions, out_dir: Path, progress: ProgressFn, replac
             if (out_dir / name).exists() and name not in replaceable:
                 raise DataError(f"refusing to replace {out_dir / name}: fltool predict did not write it",
                                 "give a new or empty --out-dir")
-        onnx_file = onnx_file_for(run.checkpoint, exporter, out_dir=out_dir, config=opts.config,
-                                  trust=opts.trust_checkpoint, progress=progress, notes=notes)
+        onnx_file = onnx_file_for(run.checkpoint, exporter, backend=opts.backend, out_dir=out_dir,
+                                  config=opts.config, trust=opts.trust_checkpoint, progress=progress, notes=notes)
         meta = read_meta(onnx_file)
     cfg = None
     if run is not None:
         cfg = load_config(run.config_spec)
         check_meta_fits(meta, onnx_file, config_classes(cfg), cfg.model.get("data_preprocessor") or {})
     pipeline, data_preprocessor = meta_inputs(meta)
-    progress(ProgressEvent("stage", f"loading {onnx_file.name} in ONNX Runtime"))
+    progress(ProgressEvent("stage", f"loading {onnx_file.name} in {RUNTIME_NAMES[opts.backend]}"))
     from mmengine.registry import init_default_scope
 
-    import fltool_plugins  # noqa: F401  (registers LoadImageChecked and OnnxRuntimeDetector)
-    from fltool_plugins.models import OnnxRuntimeDetector
+    import fltool_plugins  # noqa: F401  (registers LoadImageChecked and the exported detectors)
+    from fltool_plugins.models import OnnxRuntimeDetector, OpenVINODetector
 
     init_default_scope("mmdet")
-    model = OnnxRuntimeDetector(str(onnx_file), data_preprocessor=data_preprocessor).eval()
+    if opts.backend == "openvino":
+        from fltool.engine.backends import openvino_run_precision
+
+        precision = openvino_run_precision(opts.precision, onnx_file, notes)
+        model = OpenVINODetector(str(onnx_file), data_preprocessor=data_preprocessor, precision=precision).eval()
+    else:
+        model = OnnxRuntimeDetector(str(onnx_file), data_preprocessor=data_preprocessor).eval()
     return LoadedModel(model, pipeline, tuple(meta.classes), checkpoint, config, cfg, model.backend.threads,
                        onnx_file, notes)
 
@@ -385,7 +395,7 @@ def _predict_into(out_dir: Path, replaceable: set, opts: PredictOptions, sources
     classes = loaded.classes
     keep = _class_filter(classes, opts.classes)
     writer = OutputWriter(out_dir, classes, _colours(loaded.cfg, len(classes)), opts.draw, replaceable)
-    if loaded.onnx_file is not None:  # a checkpoint exported into the folder for ONNX Runtime, and its report
+    if loaded.onnx_file is not None:  # a checkpoint exported into the folder to run it, and its report
         writer.adopt(loaded.onnx_file)
         writer.adopt(loaded.onnx_file.with_suffix(".json"))
     try:

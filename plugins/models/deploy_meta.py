@@ -17,6 +17,10 @@ Netron, readable with ``onnx.load(f).metadata_props`` or ONNX Runtime's ``get_mo
 - ``fltool.thresholds`` (optional, absent in files exported before it or from runs without one): the score
   thresholds ``fltool analyze pr`` chose for the run, ``{"overall": t, "per_class": {name: t}, ...}``: keep a
   detection when its score is at least its class's threshold, else the overall one.
+
+An OpenVINO IR (``fltool export --format openvino``) carries the same keys and values, as one JSON object
+(:meth:`DeployMeta.to_json`), in its ``rt_info`` under :data:`RT_INFO_PATH` (``<rt_info><fltool><meta value=...>``
+in the .xml): ``model.get_rt_info(["fltool", "meta"])``.
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ SCHEMA = "fltool.onnx-detector/1"
 PREFIX = "fltool."
 _FIELDS = ("schema", "classes", "input", "preprocess", "postprocess", "outputs", "source")
 OPTIONAL_FIELD = "thresholds"
+#: Where an OpenVINO IR keeps the metadata: ``model.set_rt_info(meta.to_json(), list(RT_INFO_PATH))``.
+RT_INFO_PATH = ("fltool", "meta")
 
 
 class MetadataError(ValueError):
@@ -58,6 +64,21 @@ class DeployMeta:
         if self.thresholds is not None:
             props[PREFIX + OPTIONAL_FIELD] = json.dumps(self.thresholds)
         return props
+
+    def to_json(self) -> str:
+        """:meth:`to_props` as one JSON object: what an OpenVINO IR keeps in its rt_info (:data:`RT_INFO_PATH`)."""
+        return json.dumps(self.to_props(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: Any, source: str = "the model") -> "DeployMeta":
+        """The metadata of :meth:`to_json`'s text (a MetadataError when it is not that)."""
+        try:
+            props = json.loads(str(text))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise MetadataError(f"{source}: its fltool metadata is not JSON ({type(exc).__name__})") from None
+        if not isinstance(props, dict):
+            raise MetadataError(f"{source}: its fltool metadata is not a JSON object")
+        return cls.from_props(props, source)
 
     @classmethod
     def from_props(cls, props: dict, source: str = "the model") -> "DeployMeta":
