@@ -27,6 +27,16 @@ from fltool.progress import ProgressFn, no_progress
 PathLike = Union[str, Path]
 
 
+def _after(result: Any, backend: str) -> Any:
+    """``result``, once the OpenVINO plugins a call leaves behind are freed and the signal stack they may have left
+    is valid again (fltool.engine.compat, item 8): a notebook's Ctrl-C after an OpenVINO call must not kill it."""
+    if backend == "openvino":
+        from fltool.engine.compat import after_openvino
+
+        after_openvino()
+    return result
+
+
 def _options(cls: Any, given: dict) -> Any:
     """``cls(**given)``, or a TypeError naming the keywords it takes."""
     names = {f.name for f in dataclasses.fields(cls)}
@@ -70,7 +80,7 @@ def evaluate(target: PathLike, checkpoint: Optional[PathLike] = None, *, progres
     else:
         config = str(target)
     opts = _options(EvalOptions, dict(config=config, checkpoint=Path(checkpoint), **options))
-    return run_eval(opts, progress, exporter=export_for_onnxruntime)
+    return _after(run_eval(opts, progress, exporter=export_for_onnxruntime), opts.backend)
 
 
 def predict(target: PathLike, inputs: Union[PathLike, Sequence[PathLike]], *, progress: ProgressFn = no_progress,
@@ -86,7 +96,7 @@ def predict(target: PathLike, inputs: Union[PathLike, Sequence[PathLike]], *, pr
     if "out_dir" in options and options["out_dir"] is not None:
         options["out_dir"] = Path(options["out_dir"])
     opts = _options(PredictOptions, dict(target=Path(target), inputs=[str(i) for i in items], **options))
-    return run_predict(opts, progress, exporter=export_for_onnxruntime)
+    return _after(run_predict(opts, progress, exporter=export_for_onnxruntime), opts.backend)
 
 
 def export(target: PathLike, *, progress: ProgressFn = no_progress, **options: Any) -> Any:

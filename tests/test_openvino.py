@@ -326,6 +326,81 @@ def test_without_openvino_installed_each_command_says_which_extra_in_one_line(co
     assert not (tmp_path / "m.xml").exists()
 
 
+@pytest.mark.parametrize("command", ["eval", "export", "bench"])
+def test_under_a_onednn_isa_cap_each_openvino_command_refuses_in_one_line(command, learned_run, learn_config,
+                                                                          tmp_path, monkeypatch):
+    """OpenVINO crashes the process under ONEDNN_MAX_CPU_ISA (compat item 9): one line naming the variable instead."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    ckpt = str(learned_run.checkpoint)
+    args = {"eval": ["eval", learn_config, ckpt, "--backend", "openvino", "--work-dir", str(tmp_path / "wd")],
+            "export": ["export", ckpt, "--format", "openvino", "--out", str(tmp_path / "m.xml")],
+            "bench": ["bench", "speed-accuracy", learn_config, "--backend", "pytorch,openvino",
+                      "--work-dir", str(tmp_path / "b")]}[command]
+    res = cli.invoke(app, args)
+    assert res.exit_code == 1, res.output
+    line = _one_line_error(res.stderr)
+    assert "ONEDNN_MAX_CPU_ISA=AVX2 is set, and OpenVINO crashes under it" in line
+    assert "unset ONEDNN_MAX_CPU_ISA" in line
+    assert not (tmp_path / "m.xml").exists()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")  # no cap: nothing to refuse
+    from fltool.engine.compat import openvino_isa_cap
+
+    assert openvino_isa_cap() == "" and openvino_isa_cap({"ONEDNN_MAX_CPU_ISA": "avx512_core"}) == "avx512_core"
+
+
+_SIGNAL_SCRIPT = """
+import ctypes, os, signal, sys
+from fltool.engine.compat import repair_signal_stack
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+class StackT(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+how = sys.argv[1]
+if how == "unmapped":  # what OpenVINO's plugin leaves: a stack installed, then unmapped
+    size = 64 * 1024
+    sp = libc.mmap(None, size, 3, 0x22, -1, 0)  # PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS
+    assert libc.sigaltstack(ctypes.byref(StackT(sp, 0, size)), None) == 0
+    libc.munmap(sp, size)
+elif how == "openvino":  # two plugins freed in the order they were made
+    import gc, openvino as ov, openvino.opset13 as ops
+    param = ops.parameter([1, 4], ov.Type.f32)
+    model = ov.Model([ops.relu(param)], [param])
+    first, second = ov.Core(), ov.Core()
+    made = [core.compile_model(model, "CPU") for core in (first, second)]  # each creates its CPU plugin
+    del first, made[0]; gc.collect()
+    del second, made[0]; gc.collect()
+repaired = repair_signal_stack() if sys.argv[2] == "repair" else None
+got = []
+signal.signal(signal.SIGINT, lambda s, f: got.append(s))
+os.kill(os.getpid(), signal.SIGINT)
+print("handled", got, "repaired", repaired)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sigaltstack repair is Linux only")
+def test_a_freed_signal_stack_is_repaired_so_sigint_reaches_its_handler(tmp_path):
+    """compat item 8 on any CPU: a thread left on an unmapped alternate signal stack dies of SIGSEGV at the next
+    signal; repair_signal_stack puts a valid one back. And with OpenVINO's own plugins, freed out of order."""
+    import subprocess
+
+    script = tmp_path / "sig.py"
+    script.write_text(_SIGNAL_SCRIPT)
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
+
+    broken = run("unmapped", "none")
+    assert broken.returncode == -11, broken  # the hazard is real: SIGSEGV, no handler ran
+    fixed = run("unmapped", "repair")
+    assert fixed.returncode == 0 and "handled [2] repaired True" in fixed.stdout, fixed
+    intact = run("none", "repair")
+    assert intact.returncode == 0 and "repaired False" in intact.stdout, intact  # a valid stack is left alone
+    openvino = run("openvino", "repair")
+    assert openvino.returncode == 0 and "handled [2]" in openvino.stdout, openvino
+
+
 def test_export_refuses_bf16_and_int8_for_onnx_and_a_wrong_suffix_in_one_line(learned_run, tmp_path):
     res = cli.invoke(app, ["export", str(learned_run.work_dir), "--precision", "int8", "--out",
                            str(tmp_path / "m.onnx")])

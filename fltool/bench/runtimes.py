@@ -84,6 +84,10 @@ def build_runtimes(job: RuntimeJob, backends: Sequence[str], precisions: Sequenc
     if skipped:
         supported = "; ".join(f"{b}: {', '.join(SUPPORTED[b])}" for b in backends)
         notes.append(f"{job.label}: no row for {', '.join(skipped)}: not run by that backend ({supported})")
+    if "openvino" in backends:
+        from fltool.engine.compat import after_openvino
+
+        after_openvino()
     return runtimes
 
 

@@ -104,6 +104,7 @@ def export_openvino(opts: ExportOptions, progress: ProgressFn = no_progress) -> 
     from fltool.deploy.quantize import check_int8_options
     from fltool.engine import runner as rn
     from fltool.engine.backends import require_openvino
+    from fltool.engine.compat import after_openvino
 
     start = time.time()
     precisions = parse_precisions(opts.precision)
@@ -127,6 +128,8 @@ def export_openvino(opts: ExportOptions, progress: ProgressFn = no_progress) -> 
                           job.notes + [f"MMEngine's logs of the check in {job.logs}"], format="openvino",
                           precisions=found, int8_error=int8_error)
     write_report(result, start, bin_file=str(job.out.with_suffix(".bin")))
+    del runner, model, ov_model
+    after_openvino()
     return result
 
 

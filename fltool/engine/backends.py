@@ -34,6 +34,14 @@ def require_openvino(what: str = "--backend openvino", int8: bool = False) -> No
     if missing:
         raise ConfigError(f"{what} needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
                           "installed", OPENVINO_EXTRA_HINT)
+    from fltool.engine.compat import openvino_isa_cap
+
+    cap = openvino_isa_cap()
+    if cap:  # fltool.engine.compat, item 9: OpenVINO crashes the process under this cap
+        raise ConfigError(f"{what}: ONEDNN_MAX_CPU_ISA={cap} is set, and OpenVINO crashes under it (its bundled oneDNN "
+                          "obeys the cap, its own kernels do not, openvinotoolkit/openvino#36980)",
+                          "unset ONEDNN_MAX_CPU_ISA for OpenVINO (it picks its kernels by the CPU whatever the "
+                          "variable says), or use --backend pytorch or onnxruntime under the cap")
 
 
 def check_backend(name: str, allowed: Sequence[str] = BACKENDS) -> str:

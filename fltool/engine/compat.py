@@ -47,6 +47,20 @@ and is called by every engine entry point before MMEngine builds anything.
    Connection refused" to the dead worker's port (seen with torch 2.13 and a rank killed by SIGKILL; a plain gloo
    script shows the same race). A restarted rank therefore puts its process group's keys under
    ``fltool/restart_<n>/`` of that store.
+8. OpenVINO's CPU plugin (2026.4) gives the thread that creates it a larger alternate signal stack (for AMX's
+   larger signal frames, openvinotoolkit/openvino#11894) and, when it is destroyed, puts back the stack it found and
+   unmaps its own. Two plugins whose lifetimes overlap without nesting (two ``ov.Core`` objects, or NNCF's, freed in
+   the order they were made) leave the thread on a stack that has been unmapped: the next signal delivered to it
+   (Ctrl-C, SIGTERM, the stop signal of a run) kills the process with SIGSEGV before any handler runs, and
+   faulthandler cannot say where (it needs that stack too). Seen in the test suite: a sweep stopped by SIGINT after
+   the OpenVINO tests in the same process. ``repair_signal_stack`` puts a valid stack back (one fltool keeps for the
+   life of the process) where the current one is no longer mapped; it runs after fltool's OpenVINO work and
+   before a run installs its stop-signal handlers.
+9. OpenVINO's bundled oneDNN honours ``ONEDNN_MAX_CPU_ISA`` but OpenVINO's own kernels choose by the CPU, so with
+   the variable set below what the CPU has, the two disagree about memory layouts and compiling or running a model
+   crashes the process (SIGSEGV in JIT code, or "Reorder could not execute a primitive"; seen here with
+   ``ONEDNN_MAX_CPU_ISA=AVX2`` on AVX-512). openvinotoolkit/openvino#36980 adds ``OV_CPU_MAX_ISA`` to set both, in
+   debug builds only. ``openvino_isa_cap`` names the variable so that fltool refuses OpenVINO in one line instead.
 """
 from __future__ import annotations
 
@@ -224,3 +238,65 @@ def _leave(code: int) -> None:
     except Exception:  # noqa: BLE001 -- nor a handler that fails to close
         pass
     os._exit(code)
+
+
+# ---- 8. OpenVINO's alternate signal stack ------------------------------------------------------------------------
+_SS_DISABLE = 2
+_KEPT_STACKS: list = []  # the stacks fltool installed: never freed, so whoever restores one later restores memory
+
+
+def _stack_struct() -> Any:
+    import ctypes
+
+    class StackT(ctypes.Structure):
+        _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+    return StackT
+
+
+def _mapped(start: int, size: int, maps: str = "/proc/self/maps") -> bool:
+    """Whether ``[start, start + size)`` lies inside one mapping of this process."""
+    with open(maps) as f:
+        for line in f:
+            low, high = (int(x, 16) for x in line.split(None, 1)[0].split("-"))
+            if low <= start and start + size <= high:
+                return True
+    return False
+
+
+def repair_signal_stack() -> bool:
+    """Item 8: where the calling thread's alternate signal stack is no longer mapped, install one that stays; True
+    if it did. Linux only (elsewhere, and where the stack is fine or disabled, it does nothing)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    stack_t = _stack_struct()
+    current = stack_t()
+    if libc.sigaltstack(None, ctypes.byref(current)) != 0:
+        return False
+    if current.ss_flags & _SS_DISABLE or not current.ss_sp or _mapped(current.ss_sp, current.ss_size):
+        return False
+    size = max(int(current.ss_size), 64 * 1024)
+    buffer = ctypes.create_string_buffer(size)
+    _KEPT_STACKS.append(buffer)
+    fresh = stack_t(ctypes.cast(buffer, ctypes.c_void_p), 0, size)
+    return libc.sigaltstack(ctypes.byref(fresh), None) == 0
+
+
+def after_openvino() -> None:
+    """After fltool's OpenVINO work: free what OpenVINO and NNCF no longer use (destroying their plugins), then
+    repair the signal stack they may have left, so that Ctrl-C and SIGTERM still reach their handlers."""
+    import gc
+
+    gc.collect()
+    repair_signal_stack()
+
+
+# ---- 9. OpenVINO under ONEDNN_MAX_CPU_ISA -------------------------------------------------------------------------
+def openvino_isa_cap(env: Any = None) -> str:
+    """Item 9: the value of ``ONEDNN_MAX_CPU_ISA`` when it caps oneDNN (OpenVINO then crashes), else ""."""
+    value = str((os.environ if env is None else env).get("ONEDNN_MAX_CPU_ISA", "")).strip()
+    return "" if value.upper() in ("", "ALL", "DEFAULT") else value

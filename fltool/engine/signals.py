@@ -24,6 +24,9 @@ class StopFlag:
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
+        from fltool.engine.compat import repair_signal_stack
+
+        repair_signal_stack()  # compat item 8: OpenVINO, earlier in this process, may have left a freed one
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.getsignal(sig)
             signal.signal(sig, self._handle)
