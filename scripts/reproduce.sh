@@ -49,22 +49,23 @@ fltool sweep retinanet_r18-gn_bccd_320 --work-dir "$RUNS/bccd_losses" \
 # (2,000 of both recipes' 4,000 iterations: 27 epochs of BCCD's 292 train images). --resume auto: a run stopped
 # midway continues (fltool train never starts over a work dir that holds a run)
 for seed in 0 1; do
-  [ -f "$RUNS/bccd_data_s$seed/metrics.json" ] || fltool train --data ../shared/data/bccd --seed $seed \
+  [ -f "$RUNS/bccd_data_s$seed/metrics.json" ] || fltool train --data ../shared/data/bccd --seed $seed --precision fp32 \
     --max-iters 2000 --work-dir "$RUNS/bccd_data_s$seed" --resume auto
-  [ -f "$RUNS/bccd_cfg_s$seed/metrics.json" ] || fltool train retinanet_r18-gn_bccd_320 --seed $seed \
+  [ -f "$RUNS/bccd_cfg_s$seed/metrics.json" ] || fltool train retinanet_r18-gn_bccd_320 --seed $seed --precision fp32 \
     --max-iters 2000 --work-dir "$RUNS/bccd_cfg_s$seed" --resume auto
 done
 
 # Figure 4 and Table 1e on the default model (the README's main job)
 if [ ! -f "$RUNS/default/metrics.json" ]; then
-  fltool train --work-dir "$RUNS/default" --resume auto
+  fltool train --work-dir "$RUNS/default" --resume auto --precision fp32
 fi
 [ -f "$RUNS/loss_cdf/loss_cdf.json" ] || \
   fltool analyze loss-cdf retinanet_r18-gn_synth_256 "$RUNS/default/iter_1200.pth" --work-dir "$RUNS/loss_cdf"
 # Timings: run this one on an otherwise idle machine (delete its folder to measure again)
 [ -f "$RUNS/speed_accuracy/results.json" ] || \
   fltool bench speed-accuracy retinanet_r18-gn_synth_256 --checkpoint "$RUNS/default/iter_1200.pth" --num-images 50 \
-  --threads 1 --paper --backend pytorch,mmdet,onnxruntime --work-dir "$RUNS/speed_accuracy"
+  --threads 1 --paper --backend pytorch,mmdet,onnxruntime,openvino --precision fp32,bf16,int8 \
+  --work-dir "$RUNS/speed_accuracy"
 archive
 fi
 
@@ -143,7 +144,7 @@ errors_run() {  # CONFIG SET PRESET GAMMA ALPHA [more --cfg-options]
   for seed in ${ERR_SEEDS//,/ }; do
     local dir="$RUNS/errors_${set}_$ERR_ITERS/loss=$preset/seed$seed"
     [ -f "$dir/metrics.json" ] || fltool train "$config" --work-dir "$dir" --seed "$seed" --max-iters "$ERR_ITERS" \
-      --resume auto --cfg-options "train_cfg.val_interval=$((ERR_ITERS / 4))" \
+      --precision fp32 --resume auto --cfg-options "train_cfg.val_interval=$((ERR_ITERS / 4))" \
       model.bbox_head.loss_cls.type=SigmoidFocalLoss model.bbox_head.loss_cls.use_sigmoid=True \
       "model.bbox_head.loss_cls.gamma=$gamma" "model.bbox_head.loss_cls.alpha=$alpha" \
       model.bbox_head.loss_cls.loss_weight=1.0 "$@"

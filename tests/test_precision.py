@@ -139,3 +139,27 @@ def test_eval_and_predict_in_bf16_agree_with_fp32_on_a_trained_model(learned_run
         assert result.exit_code == 0, result.output
         counts[precision] = json.loads((tmp_path / precision / "summary.json").read_text())["detections_per_class"]
     assert sum(counts["bf16"].values()) == pytest.approx(sum(counts["fp32"].values()), abs=2)
+
+
+def test_auto_is_the_train_default_and_keeps_fp32_for_a_config_with_its_own_optim_wrapper(tmp_path, monkeypatch):
+    """`fltool train` without --precision takes auto: bf16 on a CPU that computes it natively (faked here, so the
+    test means the same on every CPU), fp32 where the config brings its own optimizer wrapper."""
+    from fltool.engine import precision as precision_mod
+
+    monkeypatch.setattr(precision_mod, "native_bf16", lambda *a, **k: "AVX512_BF16")
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", TINY, "--max-iters", "1", "--work-dir", str(tmp_path / "default")])
+    assert result.exit_code == 0, result.output
+    machine = json.loads((tmp_path / "default" / "metrics.json").read_text())["machine"]
+    assert machine["precision"] == "bf16" and machine["precision_reason"].startswith("auto: bf16")
+    result = runner.invoke(app, ["train", TINY, "--max-iters", "1", "--work-dir", str(tmp_path / "own"),
+                                 "--cfg-options", "optim_wrapper.type=CpuAutocastOptimWrapper"])
+    assert result.exit_code == 0, result.output
+    machine = json.loads((tmp_path / "own" / "metrics.json").read_text())["machine"]
+    assert machine["precision"] == "fp32"
+    assert machine["precision_reason"] == ("auto: fp32, the config's optim_wrapper is a CpuAutocastOptimWrapper (bf16 "
+                                           "takes the place of a plain OptimWrapper only)")
+    result = runner.invoke(app, ["train", TINY, "--max-iters", "1", "--precision", "fp32", "--work-dir",
+                                 str(tmp_path / "fp32")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "fp32" / "metrics.json").read_text())["machine"]["precision"] == "fp32"

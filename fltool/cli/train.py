@@ -75,7 +75,7 @@ def train(
                             "initialisation; the schedule starts afresh.", show_default=False)] = None,
     amp: Annotated[bool, typer.Option("--amp", help="Mixed precision fp16 on a CUDA GPU (= --precision fp16).")
                    ] = False,
-    precision: PrecisionOpt = Precision.fp32,
+    precision: PrecisionOpt = Precision.auto,
     launcher: LauncherOpt = Launcher.none,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed.")] = None,
     deterministic: Annotated[bool, typer.Option("--deterministic", help="Deterministic algorithms.")] = False,
