@@ -2,7 +2,7 @@
 #   make train   set up (if needed), then train + evaluate the default RetinaNet on the embedded dataset
 #   make test    set up (if needed), then run the test suite
 #   make reproduce  every run behind REPRODUCTION.md, then its tables (resumable; how long it takes: REPRODUCTION.md,
-#                   "Run time of this section")
+#                   "Run time")
 .PHONY: setup train test bench reproduce clean
 
 PY := .venv/bin/python
