@@ -15,6 +15,7 @@ from typing import Optional
 TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss", "FalsePos", "FalseNeg")
 COCO = ("AP", "AP50", "AP75", "APs", "APm")
 ORDER = ("FL", "CE", "OHEM")  # FL first: the differences are to it
+IOUS = tuple(f"{0.5 + 0.05 * i:.2f}" for i in range(10))  # COCO's IoU thresholds (errors.json's AP_per_IoU)
 
 
 def folders(runs: Path) -> list[Path]:
@@ -52,6 +53,7 @@ def summary(seeds: list[Path]) -> dict:
                    if (p / "analysis" / f"{stem}.json").is_file()]
         if records and len(records) == len(seeds):
             out[stem] = {"AP": mean([r[name] for r in records]),
+                         "per_iou": {k: mean([(r.get("AP_per_IoU") or {}).get(k) for r in records]) for k in IOUS},
                          "dAP": {t: mean([r["dAP"].get(t) for r in records]) for t in TYPES},
                          "counts": {t: mean([r["counts"].get(t) for r in records]) for t in TYPES[:6]}}
     return out
@@ -94,6 +96,20 @@ def difference_table(rows: list[tuple[str, dict]]) -> list[str]:
     return out
 
 
+def per_iou_table(rows: list[tuple[str, dict]]) -> list[str]:
+    """COCO's AP at each IoU threshold (errors.json's AP_per_IoU, mean over seeds), each loss, then FL minus each
+    other loss: at which IoU a lead in AP lies (their mean over the ten thresholds is AP)."""
+    per = [(preset, (s.get("errors") or {}).get("per_iou") or {}) for preset, s in rows]
+    out = ["| loss | " + " | ".join(IOUS) + " |", "|---|" + "---|" * len(IOUS)]
+    out += [f"| {preset} | " + " | ".join(pts(p.get(k)) for k in IOUS) + " |" for preset, p in per]
+    if per and per[0][1]:
+        base_name, base = per[0]
+        for preset, p in per[1:]:
+            diffs = [None if base.get(k) is None or p.get(k) is None else base[k] - p[k] for k in IOUS]
+            out.append(f"| {base_name} - {preset} | " + " | ".join(pts(d, True) for d in diffs) + " |")
+    return out
+
+
 def errors_sections(runs: Path) -> list[tuple[str, list[str]]]:
     sections = []
     for folder in folders(runs):
@@ -107,5 +123,6 @@ def errors_sections(runs: Path) -> list[tuple[str, list[str]]]:
                       breakdown_table(rows, "errors", "AP50")),
                      (f"{title}, foreground IoU 0.75 (dAP75)", breakdown_table(rows, "errors_iou75", "AP75")),
                      (f"{title}: FL minus each other loss (AP points; a dAP row: the other's dAP minus FL's)",
-                      difference_table(rows))]
+                      difference_table(rows)),
+                     (f"{title}: AP at each IoU threshold (AP points)", per_iou_table(rows))]
     return sections

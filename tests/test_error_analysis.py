@@ -143,6 +143,12 @@ def test_at_a_stricter_foreground_iou_a_loose_box_is_a_localisation_error_of_tha
     assert at75.ap_all_fixed == pytest.approx(1.0)
     record = at75.as_dict()
     assert record["iou_foreground"] == 0.75 and record["AP75"] == at75.ap and "AP50" not in record
+    # AP at each COCO IoU: a2 (IoU 2/3) is found up to 0.65 and missed from 0.70; the ten average to COCO's AP
+    per_iou = record["AP_per_IoU"]
+    assert list(per_iou) == [f"{0.5 + 0.05 * i:.2f}" for i in range(10)]
+    assert per_iou["0.65"] == pytest.approx(1.0) and per_iou["0.70"] == pytest.approx(reference_ap([T, F], 2))
+    coco_ap = overall_metrics(run_cocoeval(gt, dets, [A, B]))["AP"]
+    assert sum(per_iou.values()) / 10 == pytest.approx(coco_ap, abs=1e-12)
     with pytest.raises(ConfigError, match="--iou 0.77"):
         error_breakdown(gt, dets, [A, B], ["A", "B"], fg_iou=0.77)
 

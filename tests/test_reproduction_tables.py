@@ -315,8 +315,10 @@ def _error_run(folder: Path, ap: float, loc50: float, loc75: float, analysed: bo
     for stem, name, loc in (("errors", "AP50", loc50), ("errors_iou75", "AP75", loc75)):
         dap = {"Cls": 0.0, "Loc": loc, "Both": 0.0, "Dupe": 0.001, "Bkg": 0.002, "Miss": 0.003, "FalsePos": 0.004,
                "FalseNeg": 0.005}
+        per_iou = {f"{0.5 + 0.05 * i:.2f}": round(0.99 - i * loc, 6) for i in range(10)}  # falls with IoU
         (folder / "analysis" / f"{stem}.json").write_text(json.dumps(
-            {name: 0.9, "dAP": dap, "counts": {"Cls": 0, "Loc": 7, "Both": 0, "Dupe": 1, "Bkg": 2, "Miss": 3}}))
+            {name: 0.9, "dAP": dap, "counts": {"Cls": 0, "Loc": 7, "Both": 0, "Dupe": 1, "Bkg": 2, "Miss": 3},
+             "AP_per_IoU": per_iou}))
 
 
 def test_the_error_breakdown_tables_put_fl_first_average_seeds_and_give_the_other_losses_minus_fl(tmp_path):
@@ -335,3 +337,8 @@ def test_the_error_breakdown_tables_put_fl_first_average_seeds_and_give_the_othe
     diff = next(line for line in section.splitlines() if line.startswith("| FL - CE-a0.75 |"))
     # AP: FL 91.0 against CE 88.0; dAP75 Loc: CE 3.0 against FL's 1.1 -> +1.9
     assert diff.split(" | ")[1] == "+3.0" and diff.split(" | ")[9] == "+1.9"
+    # AP at each IoU: FL's two seeds (Loc 0.002, 0.004 per step: mean 0.003) against CE's 0.004; at 0.95 (step 9):
+    # FL 0.99 - 9 * 0.003 = 96.3, CE 0.99 - 9 * 0.004 = 95.4 -> +0.9
+    iou = out[out.index("AP at each IoU threshold"):].splitlines()
+    assert next(line for line in iou if line.startswith("| FL |")).split(" | ")[-1] == "96.3 |"
+    assert next(line for line in iou if line.startswith("| FL - CE-a0.75 |")).split(" | ")[-1] == "+0.9 |"

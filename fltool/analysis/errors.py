@@ -72,6 +72,7 @@ class ErrorBreakdown:
     per_class: dict  # cat_id -> {"AP50", "n_gt", "dAP": {type: v}, "counts": {type: n}}
     errors: list = field(default_factory=list)  # FoundError
     fg_iou: float = FG_IOU  # the foreground IoU t_f: AP50 at 0.5, AP75 at 0.75
+    ap_per_iou: dict = field(default_factory=dict)  # "0.50".."0.95" -> COCO's AP at that IoU (their mean is AP)
 
     @property
     def ap_name(self) -> str:
@@ -83,7 +84,7 @@ class ErrorBreakdown:
         return {"iou_foreground": self.fg_iou, "iou_background": BG_IOU, "AP_name": self.ap_name,
                 self.ap_name: self.ap, "dAP": dict(self.dap), f"{self.ap_name}_all_fixed": self.ap_all_fixed,
                 "counts": dict(self.counts), "per_class": {names[c]: row for c, row in self.per_class.items()},
-                "types": dict(ERROR_NAMES)}
+                "types": dict(ERROR_NAMES), "AP_per_IoU": dict(self.ap_per_iou)}
 
 
 def ap_name(fg_iou: float) -> str:
@@ -241,7 +242,20 @@ def error_breakdown(gt: dict, detections: Sequence[dict], cat_ids: Sequence[int]
                      "counts": {kind: sum(1 for e in errors if e.kind == kind and e.cat_id == c)
                                 for kind in ERROR_TYPES}}
                  for c in cat_ids}
-    return ErrorBreakdown(list(cat_ids), list(classes), ap, dap, ap_all, counts, per_class, errors, fg_iou)
+    return ErrorBreakdown(list(cat_ids), list(classes), ap, dap, ap_all, counts, per_class, errors, fg_iou,
+                          ap_per_iou(evaluator))
+
+
+def ap_per_iou(evaluator: Any) -> dict:
+    """COCO's AP at each of its IoU thresholds ("0.50" ... "0.95"; area all, the last maxDets), from an accumulated
+    COCOeval: where a loss's lead over another lies (their mean over the ten thresholds is COCO's AP). None where no
+    class has ground truth."""
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]  # IoU x recall x class
+    out = {}
+    for t, iou in enumerate(evaluator.params.iouThrs):
+        valid = precision[t][precision[t] > -1]
+        out[f"{iou:.2f}"] = float(np.mean(valid)) if valid.size else None
+    return out
 
 
 def _gain(fixed: Optional[float], base: Optional[float]) -> Optional[float]:
