@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from fltool.cli.main import app
-from fltool.engine.precision import choose_precision, native_bf16
+from fltool.engine.precision import choose_precision, native_bf16, training_precision
 from fltool.errors import ConfigError
 
 TINY = str(Path(__file__).resolve().parent / "configs" / "tiny_synth.py")
@@ -39,6 +39,30 @@ def test_auto_takes_bf16_only_where_it_is_native_and_says_why():
     with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
         choose_precision("fp16", "cpu")
 
+
+
+def test_training_precision_swaps_only_a_plain_optim_wrapper_and_auto_steps_back_for_any_other():
+    from mmengine.config import Config
+
+    def cfg(wrapper_type):
+        return Config(dict(optim_wrapper=dict(type=wrapper_type, optimizer=dict(type="AdamW", lr=1e-3)),
+                           val_cfg=dict(type="ValLoop"), test_cfg=dict(type="TestLoop")))
+
+    plain = cfg("OptimWrapper")
+    chosen = training_precision(plain, "auto", "cpu", native="AVX512_BF16")
+    assert chosen.name == "bf16" and plain.optim_wrapper.type == "CpuAutocastOptimWrapper"
+    assert plain.optim_wrapper.dtype == "bfloat16" and plain.val_cfg.fp16 is True
+
+    own = cfg("AmpOptimWrapper")
+    kept = training_precision(own, "auto", "cpu", native="AMX")
+    assert kept.name == "fp32" and "optim_wrapper is a AmpOptimWrapper" in kept.reason
+    assert own.optim_wrapper.type == "AmpOptimWrapper" and "fp16" not in own.val_cfg
+    with pytest.raises(ConfigError, match="optim_wrapper is a AmpOptimWrapper"):
+        training_precision(cfg("AmpOptimWrapper"), "bf16", "cpu", native="AMX")
+
+    gpu = cfg("OptimWrapper")
+    assert training_precision(gpu, "fp16", "cuda").name == "fp16"
+    assert gpu.optim_wrapper.type == "AmpOptimWrapper" and gpu.optim_wrapper.loss_scale == "dynamic"
 
 def test_the_cpu_autocast_wrapper_runs_the_forward_in_bf16_and_keeps_fp32_parameters_and_gradients():
     import fltool_plugins  # noqa: F401  (registration)

@@ -96,6 +96,19 @@ def openvino_precision(requested: str, native: Optional[str] = "detect") -> Prec
                                     "AVX512_BF16, or ONEDNN_MAX_CPU_ISA caps it)")
 
 
+def training_precision(cfg: Any, requested: str, device: str, native: Optional[str] = "detect") -> Precision:
+    """Choose the training precision for ``--precision requested`` on ``device`` and set it in ``cfg``. The one rule
+    beyond :func:`choose_precision`: bf16/fp16 take the place of a plain ``OptimWrapper`` only, so ``auto`` keeps fp32
+    for a config with an optimizer wrapper of its own (and says so), where an explicit bf16/fp16 is refused."""
+    precision = choose_precision(requested, device, native)
+    wrapper = (cfg.get("optim_wrapper") or {}).get("type", "OptimWrapper")
+    if requested == "auto" and precision.mixed and wrapper != "OptimWrapper":
+        precision = Precision("fp32", precision.device, f"auto: fp32, the config's optim_wrapper is a {wrapper} "
+                                                        "(bf16 takes the place of a plain OptimWrapper only)")
+    apply_training_precision(cfg, precision)
+    return precision
+
+
 def apply_training_precision(cfg: Any, precision: Precision) -> None:
     """Set the config's optimizer wrapper for ``precision`` (only a plain ``OptimWrapper`` is changed)."""
     if not precision.mixed:

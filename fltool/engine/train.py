@@ -110,17 +110,12 @@ def _set_precision(cfg: Any, opts: TrainOptions, progress: ProgressFn) -> None:
     set in the config and recorded there as ``fltool_precision`` (metrics.json's ``machine`` repeats it)."""
     import torch
 
-    from fltool.engine.precision import Precision, apply_training_precision, choose_precision
+    from fltool.engine.precision import training_precision
 
     if opts.amp and not torch.cuda.is_available():
         raise ConfigError("--amp needs a CUDA GPU and none is available", "train without --amp on the CPU")
-    precision = choose_precision("fp16" if opts.amp else opts.precision,
-                                 "cuda" if torch.cuda.is_available() else "cpu")
-    wrapper = (cfg.get("optim_wrapper") or {}).get("type", "OptimWrapper")
-    if opts.precision == "auto" and precision.mixed and wrapper != "OptimWrapper":
-        precision = Precision("fp32", precision.device, f"auto: fp32, the config's optim_wrapper is a {wrapper} "
-                                                        "(bf16 takes the place of a plain OptimWrapper only)")
-    apply_training_precision(cfg, precision)
+    precision = training_precision(cfg, "fp16" if opts.amp else opts.precision,
+                                   "cuda" if torch.cuda.is_available() else "cpu")
     cfg.fltool_precision = dict(name=precision.name, reason=precision.reason)
     if precision.mixed or opts.precision == "auto":
         progress(ProgressEvent("note", f"precision: {precision.reason}"))
