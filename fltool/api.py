@@ -53,7 +53,10 @@ def train(config: Optional[str] = None, *, data: Optional[PathLike] = None, work
     """``fltool train``: train ``config`` (default: the machine-sized RetinaNet on the embedded dataset; with
     ``data``, a COCO/VOC/YOLO folder, the recipe) and evaluate it. Returns a
     :class:`~fltool.engine.train.TrainResult` (``metrics``, ``checkpoint``, ``work_dir``, ``metrics_file``)."""
-    options.setdefault("precision", "auto")  # as ``fltool train``: bf16 where the CPU computes it natively
+    if options.get("precision") is None:  # as ``fltool train``: $FLTOOL_PRECISION, else auto
+        from fltool.engine.precision import default_training_precision
+
+        options["precision"] = default_training_precision()
     from fltool.engine.datasource import DataOptions
     from fltool.engine.train import DEFAULT_CONFIG, TrainOptions
     from fltool.engine.train import train as run_train

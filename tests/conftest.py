@@ -24,6 +24,20 @@ def _private_cache(tmp_path_factory):
         os.environ["FLTOOL_CACHE"] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fp32_training():
+    """Every `fltool train` in the suite (in-process and in subprocesses) trains in fp32 unless a test asks for
+    another precision: the same arithmetic on every CPU, and the tiny test models train slower under bf16 autocast
+    than in fp32 even where bf16 is native. The tests of --precision set or unset FLTOOL_PRECISION themselves."""
+    old = os.environ.get("FLTOOL_PRECISION")
+    os.environ["FLTOOL_PRECISION"] = "fp32"
+    yield
+    if old is None:
+        os.environ.pop("FLTOOL_PRECISION", None)
+    else:
+        os.environ["FLTOOL_PRECISION"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_config() -> str:
     return TINY_CONFIG

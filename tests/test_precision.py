@@ -170,6 +170,7 @@ def test_auto_is_the_train_default_and_keeps_fp32_for_a_config_with_its_own_opti
     test means the same on every CPU), fp32 where the config brings its own optimizer wrapper."""
     from fltool.engine import precision as precision_mod
 
+    monkeypatch.delenv("FLTOOL_PRECISION", raising=False)  # the suite's conftest pins fp32 through it
     monkeypatch.setattr(precision_mod, "native_bf16", lambda *a, **k: "AVX512_BF16")
     runner = CliRunner()
     result = runner.invoke(app, ["train", TINY, "--max-iters", "1", "--work-dir", str(tmp_path / "default")])
@@ -187,3 +188,25 @@ def test_auto_is_the_train_default_and_keeps_fp32_for_a_config_with_its_own_opti
                                  str(tmp_path / "fp32")])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "fp32" / "metrics.json").read_text())["machine"]["precision"] == "fp32"
+
+
+def test_fltool_precision_sets_the_train_default_and_a_bad_value_is_one_error(tmp_path, monkeypatch):
+    """$FLTOOL_PRECISION is `fltool train`'s default (and fltool.train's); --precision overrides it; a value that is
+    not a precision stops before anything is written."""
+    from fltool.engine.precision import default_training_precision
+
+    assert default_training_precision({}) == "auto"
+    assert default_training_precision({"FLTOOL_PRECISION": "BF16"}) == "bf16"
+    runner = CliRunner()
+    monkeypatch.setenv("FLTOOL_PRECISION", "bf16")
+    result = runner.invoke(app, ["train", TINY, "--max-iters", "1", "--work-dir", str(tmp_path / "env")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "env" / "metrics.json").read_text())["machine"]["precision"] == "bf16"
+    result = runner.invoke(app, ["train", TINY, "--max-iters", "1", "--precision", "fp32", "--work-dir",
+                                 str(tmp_path / "flag")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "flag" / "metrics.json").read_text())["machine"]["precision"] == "fp32"
+    monkeypatch.setenv("FLTOOL_PRECISION", "fp8")
+    result = runner.invoke(app, ["train", TINY, "--max-iters", "1", "--work-dir", str(tmp_path / "bad")])
+    assert result.exit_code == 1 and "FLTOOL_PRECISION=fp8 is not one of auto, fp32, bf16, fp16" in result.stderr
+    assert not (tmp_path / "bad").exists()

@@ -14,7 +14,6 @@ from fltool.cli.common import (
     LauncherOpt,
     LocalRankOpt,
     Precision,
-    PrecisionOpt,
     TrackOpt,
     TrustOpt,
     WorkDirOpt,
@@ -75,7 +74,10 @@ def train(
                             "initialisation; the schedule starts afresh.", show_default=False)] = None,
     amp: Annotated[bool, typer.Option("--amp", help="Mixed precision fp16 on a CUDA GPU (= --precision fp16).")
                    ] = False,
-    precision: PrecisionOpt = Precision.auto,
+    precision: Annotated[Optional[Precision], typer.Option(
+        "--precision", help="auto: bf16 where the CPU computes it natively (AMX, AVX512_BF16), else fp32; bf16 on a "
+                            "CPU (the network under autocast; losses, anchors and NMS in fp32); fp16/bf16 on a GPU "
+                            "(AMP). Default: $FLTOOL_PRECISION where set, else auto.", show_default=False)] = None,
     launcher: LauncherOpt = Launcher.none,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed.")] = None,
     deterministic: Annotated[bool, typer.Option("--deterministic", help="Deterministic algorithms.")] = False,
@@ -105,13 +107,15 @@ def train(
     if list_:
         _print_configs(config)
         return
+    from fltool.engine.precision import default_training_precision
     from fltool.engine.train import DEFAULT_CONFIG, TrainOptions
     from fltool.engine.train import train as run_train
 
     data_opts = data_options(data, data_format, val_fraction, img_size)
     opts = TrainOptions(config=config or (None if data_opts else DEFAULT_CONFIG), work_dir=work_dir,
                         cfg_options=cfg_options, resume=resume, load_from=load_from, pretrained=pretrained,
-                        data=data_opts, amp=amp, precision=precision.value, launcher=launcher.value, seed=seed,
+                        data=data_opts, amp=amp, launcher=launcher.value, seed=seed,
+                        precision=precision.value if precision else default_training_precision(),
                         deterministic=deterministic, max_iters=max_iters, max_epochs=max_epochs,
                         val_interval=val_interval, data_check=data_check.value, tensorboard=tensorboard,
                         trust_checkpoint=trust_checkpoint, track=tuple(track or ()))

@@ -20,6 +20,8 @@ from typing import Any, Optional
 from fltool.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: The environment variable that sets ``fltool train``'s default precision (``--precision`` overrides it).
+PRECISION_ENV = "FLTOOL_PRECISION"
 #: oneDNN ISA caps below which bf16 is not native (ONEDNN_MAX_CPU_ISA names; AVX512_CORE_BF16 and up keep it).
 _CAPS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
 
@@ -35,6 +37,19 @@ class Precision:
     @property
     def mixed(self) -> bool:
         return self.name != "fp32"
+
+
+def default_training_precision(env: Optional[dict] = None) -> str:
+    """``fltool train``'s precision when ``--precision`` is not given: ``$FLTOOL_PRECISION`` where set (so a lab's
+    CI, or a test suite, gets the same arithmetic on every CPU), else ``auto``."""
+    env = os.environ if env is None else env
+    value = str(env.get(PRECISION_ENV) or "").strip().lower()
+    if not value:
+        return "auto"
+    if value not in PRECISIONS:
+        raise ConfigError(f"{PRECISION_ENV}={env.get(PRECISION_ENV)} is not one of {', '.join(PRECISIONS)}",
+                          f"set {PRECISION_ENV} to one of them, or unset it (the default is auto)")
+    return value
 
 
 def native_bf16(flags: Optional[set] = None, env: Optional[dict] = None) -> Optional[str]:
