@@ -15,6 +15,10 @@ from typing import Optional
 TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss", "FalsePos", "FalseNeg")
 COCO = ("AP", "AP50", "AP75", "APs", "APm")
 ORDER = ("FL", "CE", "OHEM")  # FL first: the differences are to it
+#: The breakdowns read: ``fltool analyze errors`` at foreground IoU 0.5 and 0.75, and at the strict 0.9 and 0.95
+#: where a lead in localisation shows as TIDE's Loc type (``--iou 0.9``, ``--iou 0.95``).
+STEMS = (("errors", "AP50"), ("errors_iou75", "AP75"), ("errors_iou90", "AP90"), ("errors_iou95", "AP95"))
+STRICT = STEMS[2:]
 IOUS = tuple(f"{0.5 + 0.05 * i:.2f}" for i in range(10))  # COCO's IoU thresholds (errors.json's AP_per_IoU)
 
 
@@ -48,7 +52,7 @@ def summary(seeds: list[Path]) -> dict:
     out: dict = {"n": len(seeds), "seeds": [p.name.removeprefix("seed") for p in seeds]}
     metrics = [json.loads((p / "metrics.json").read_text())["bbox"] for p in seeds]
     out.update({k: mean([m.get(k) for m in metrics]) for k in COCO})
-    for stem, name in (("errors", "AP50"), ("errors_iou75", "AP75")):
+    for stem, name in STEMS:
         records = [json.loads((p / "analysis" / f"{stem}.json").read_text()) for p in seeds
                    if (p / "analysis" / f"{stem}.json").is_file()]
         if records and len(records) == len(seeds):
@@ -110,6 +114,34 @@ def per_iou_table(rows: list[tuple[str, dict]]) -> list[str]:
     return out
 
 
+def strict_table(rows: list[tuple[str, dict]]) -> list[str]:
+    """At the strict foreground IoUs (0.9, 0.95): each loss's AP there and what it loses to localisation (Loc) and to
+    all false positives / negatives, then FL minus each other loss (a dAP: the other's minus FL's), so a lead in AP
+    there can be set beside the Loc type's difference."""
+    present = [(stem, name) for stem, name in STRICT if any(s.get(stem) for _, s in rows)]
+    if not present:
+        return []
+    heads = [h for _, name in present for h in (name, f"d{name} Loc", f"d{name} FalsePos", f"d{name} FalseNeg")]
+    out = ["| loss (seeds) | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+
+    def cells(s: dict) -> list:
+        got = []
+        for stem, _ in present:
+            e = s.get(stem) or {}
+            got += [e.get("AP")] + [(e.get("dAP") or {}).get(t) for t in ("Loc", "FalsePos", "FalseNeg")]
+        return got
+
+    values = [(preset, s, cells(s)) for preset, s in rows]
+    out += [f"| {preset} ({', '.join(s['seeds'])}) | " + " | ".join(pts(v) for v in c) + " |"
+            for preset, s, c in values]
+    base_name, _, base = values[0]
+    for preset, _, c in values[1:]:
+        diffs = [None if a is None or b is None else (a - b if i % 4 == 0 else b - a)
+                 for i, (a, b) in enumerate(zip(base, c))]
+        out.append(f"| {base_name} - {preset} | " + " | ".join(pts(d, True) for d in diffs) + " |")
+    return out
+
+
 def errors_sections(runs: Path) -> list[tuple[str, list[str]]]:
     sections = []
     for folder in folders(runs):
@@ -125,4 +157,8 @@ def errors_sections(runs: Path) -> list[tuple[str, list[str]]]:
                      (f"{title}: FL minus each other loss (AP points; a dAP row: the other's dAP minus FL's)",
                       difference_table(rows)),
                      (f"{title}: AP at each IoU threshold (AP points)", per_iou_table(rows))]
+        strict = strict_table(rows)
+        if strict:
+            sections.append((f"{title}, strict foreground IoU (dAP90, dAP95: localisation and all errors; FL minus "
+                             "each other loss, a dAP: the other's minus FL's)", strict))
     return sections

@@ -10,7 +10,8 @@
 #   part's run time.
 # errors: "Where focal loss's gain comes from": FL, the best alpha-balanced CE and the best OHEM of the sparse set
 #   (then FL and CE of the dense set) trained again at ERR_ITERS (default 9600, where they differ) with ERR_SEEDS
-#   (default 0), their checkpoints kept, and TIDE's breakdown of each (fltool analyze errors, IoU 0.5 and 0.75).
+#   (default 0), their checkpoints kept, and TIDE's breakdown of each (fltool analyze errors at foreground IoU 0.5,
+#   0.75, 0.9 and 0.95).
 # Without arguments: scale and regime, in that order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -150,6 +151,8 @@ errors_run() {  # CONFIG SET PRESET GAMMA ALPHA [more --cfg-options]
       model.bbox_head.loss_cls.loss_weight=1.0 "$@"
     [ -f "$dir/analysis/errors.json" ] || fltool analyze errors "$dir"
     [ -f "$dir/analysis/errors_iou75.json" ] || fltool analyze errors "$dir" --iou 0.75
+    [ -f "$dir/analysis/errors_iou90.json" ] || fltool analyze errors "$dir" --iou 0.9
+    [ -f "$dir/analysis/errors_iou95.json" ] || fltool analyze errors "$dir" --iou 0.95
   done
 }
 SPARSE=retinanet_r18-gn_synth-sparse_384

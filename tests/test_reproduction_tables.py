@@ -342,3 +342,24 @@ def test_the_error_breakdown_tables_put_fl_first_average_seeds_and_give_the_othe
     iou = out[out.index("AP at each IoU threshold"):].splitlines()
     assert next(line for line in iou if line.startswith("| FL |")).split(" | ")[-1] == "96.3 |"
     assert next(line for line in iou if line.startswith("| FL - CE-a0.75 |")).split(" | ")[-1] == "+0.9 |"
+    assert "strict foreground IoU" not in out  # no run was analysed at --iou 0.9 / 0.95: no such table
+
+
+def test_the_strict_iou_table_sets_each_loss_s_ap_there_beside_its_localisation_loss(tmp_path):
+    """`analyze errors --iou 0.9` beside the others: AP90 and dAP90 Loc per loss, and FL minus CE: AP as FL's minus
+    the other's, a dAP as the other's minus FL's (positive: FL loses less to it)."""
+    runs = tmp_path / "runs"
+    for loss, ap90, loc90 in (("FL", 0.80, 0.15), ("CE-a0.75", 0.74, 0.21)):
+        folder = runs / "errors_sparse_9600" / f"loss={loss}" / "seed0"
+        _error_run(folder, 0.9, 0.002, 0.01)
+        (folder / "analysis" / "errors_iou90.json").write_text(json.dumps(
+            {"AP90": ap90, "dAP": {"Cls": 0.0, "Loc": loc90, "Both": 0.0, "Dupe": 0.0, "Bkg": 0.0, "Miss": 0.0,
+                                   "FalsePos": 0.01, "FalseNeg": 0.05},
+             "counts": {"Cls": 0, "Loc": 30, "Both": 0, "Dupe": 0, "Bkg": 0, "Miss": 0}}))
+    out = subprocess.run([sys.executable, str(SCRIPT), "--runs", str(runs)], capture_output=True, text=True,
+                         check=True).stdout
+    section = out[out.index("strict foreground IoU"):].splitlines()
+    assert section[2] == "| loss (seeds) | AP90 | dAP90 Loc | dAP90 FalsePos | dAP90 FalseNeg |"  # no 0.95: no column
+    assert next(line for line in section if line.startswith("| FL (0) |")) == "| FL (0) | 80.0 | 15.0 | 1.0 | 5.0 |"
+    assert next(line for line in section if line.startswith("| FL - CE-a0.75 |")) == \
+        "| FL - CE-a0.75 | +6.0 | +6.0 | +0.0 | +0.0 |"
