@@ -13,8 +13,8 @@ from fltool.cli.common import (
     Launcher,
     LauncherOpt,
     LocalRankOpt,
-    Precision,
     TrackOpt,
+    TrainPrecisionOpt,
     TrustOpt,
     WorkDirOpt,
     console,
@@ -74,10 +74,7 @@ def train(
                             "initialisation; the schedule starts afresh.", show_default=False)] = None,
     amp: Annotated[bool, typer.Option("--amp", help="Mixed precision fp16 on a CUDA GPU (= --precision fp16).")
                    ] = False,
-    precision: Annotated[Optional[Precision], typer.Option(
-        "--precision", help="auto: bf16 where the CPU computes it natively (AMX, AVX512_BF16), else fp32; bf16 on a "
-                            "CPU (the network under autocast; losses, anchors and NMS in fp32); fp16/bf16 on a GPU "
-                            "(AMP). Default: $FLTOOL_PRECISION where set, else auto.", show_default=False)] = None,
+    precision: TrainPrecisionOpt = None,
     launcher: LauncherOpt = Launcher.none,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed.")] = None,
     deterministic: Annotated[bool, typer.Option("--deterministic", help="Deterministic algorithms.")] = False,
