@@ -33,7 +33,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from fltool.analysis.matching import IOU_INDEX, box_iou, class_records, coco_average_precision, run_cocoeval
+from fltool.analysis.matching import IOU_INDEX, ap_per_iou, box_iou, class_records, coco_average_precision, run_cocoeval
 from fltool.errors import ConfigError
 
 ERROR_TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")  # TIDE's order
@@ -245,17 +245,6 @@ def error_breakdown(gt: dict, detections: Sequence[dict], cat_ids: Sequence[int]
     return ErrorBreakdown(list(cat_ids), list(classes), ap, dap, ap_all, counts, per_class, errors, fg_iou,
                           ap_per_iou(evaluator))
 
-
-def ap_per_iou(evaluator: Any) -> dict:
-    """COCO's AP at each of its IoU thresholds ("0.50" ... "0.95"; area all, the last maxDets), from an accumulated
-    COCOeval: where a loss's lead over another lies (their mean over the ten thresholds is COCO's AP). None where no
-    class has ground truth."""
-    precision = evaluator.eval["precision"][:, :, :, 0, -1]  # IoU x recall x class
-    out = {}
-    for t, iou in enumerate(evaluator.params.iouThrs):
-        valid = precision[t][precision[t] > -1]
-        out[f"{iou:.2f}"] = float(np.mean(valid)) if valid.size else None
-    return out
 
 
 def _gain(fixed: Optional[float], base: Optional[float]) -> Optional[float]:

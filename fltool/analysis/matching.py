@@ -134,31 +134,37 @@ def coco_average_precision(tp: np.ndarray, n_gt: int) -> Optional[float]:
     return float(sampled.mean())
 
 
+def coco_mean(values: np.ndarray) -> Optional[float]:
+    """The mean of ``eval['precision']`` entries as pycocotools' summarize takes it (entries > -1), None where none."""
+    values = values[values > -1]
+    return float(values.mean()) if values.size else None
+
+
 def per_class_metrics(evaluator: Any, k: int) -> dict:
     """AP, AP50, AP75, APs, APm, APl of the k-th category of ``evaluator.params.catIds`` from ``eval['precision']``
     (T, R, K, A, M); None where COCO has no ground truth for it (-1)."""
     precision = evaluator.eval["precision"]
 
-    def mean(values: np.ndarray) -> Optional[float]:
-        values = values[values > -1]
-        return float(values.mean()) if values.size else None
-
-    return {"AP": mean(precision[:, :, k, 0, -1]), "AP50": mean(precision[IOU_INDEX[0.5], :, k, 0, -1]),
-            "AP75": mean(precision[IOU_INDEX[0.75], :, k, 0, -1]), "APs": mean(precision[:, :, k, 1, -1]),
-            "APm": mean(precision[:, :, k, 2, -1]), "APl": mean(precision[:, :, k, 3, -1])}
+    return {"AP": coco_mean(precision[:, :, k, 0, -1]), "AP50": coco_mean(precision[IOU_INDEX[0.5], :, k, 0, -1]),
+            "AP75": coco_mean(precision[IOU_INDEX[0.75], :, k, 0, -1]), "APs": coco_mean(precision[:, :, k, 1, -1]),
+            "APm": coco_mean(precision[:, :, k, 2, -1]), "APl": coco_mean(precision[:, :, k, 3, -1])}
 
 
 def overall_metrics(evaluator: Any) -> dict:
     """The same six over all categories, as pycocotools' summarize averages them (entries > -1)."""
     precision = evaluator.eval["precision"]
 
-    def mean(values: np.ndarray) -> Optional[float]:
-        values = values[values > -1]
-        return float(values.mean()) if values.size else None
+    return {"AP": coco_mean(precision[:, :, :, 0, -1]), "AP50": coco_mean(precision[IOU_INDEX[0.5], :, :, 0, -1]),
+            "AP75": coco_mean(precision[IOU_INDEX[0.75], :, :, 0, -1]), "APs": coco_mean(precision[:, :, :, 1, -1]),
+            "APm": coco_mean(precision[:, :, :, 2, -1]), "APl": coco_mean(precision[:, :, :, 3, -1])}
 
-    return {"AP": mean(precision[:, :, :, 0, -1]), "AP50": mean(precision[IOU_INDEX[0.5], :, :, 0, -1]),
-            "AP75": mean(precision[IOU_INDEX[0.75], :, :, 0, -1]), "APs": mean(precision[:, :, :, 1, -1]),
-            "APm": mean(precision[:, :, :, 2, -1]), "APl": mean(precision[:, :, :, 3, -1])}
+
+def ap_per_iou(evaluator: Any) -> dict:
+    """COCO's AP at each of its IoU thresholds ("0.50" ... "0.95"; area all, the last maxDets), from an accumulated
+    COCOeval: where a loss's lead over another lies (their mean over the ten thresholds is COCO's AP). None where no
+    class has ground truth."""
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]  # IoU x recall x class
+    return {f"{iou:.2f}": coco_mean(precision[t]) for t, iou in enumerate(evaluator.params.iouThrs)}
 
 
 def box_iou(boxes_a: Sequence, boxes_b: Sequence, crowd_b: Optional[Sequence[bool]] = None) -> np.ndarray:
