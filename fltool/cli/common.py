@@ -213,11 +213,9 @@ def per_class_table(per_class: dict, caption: str) -> Any:
     return table("per-class AP", ["class", "AP"], [[k, v] for k, v in per_class.items()], caption=caption)
 
 
-PrecisionOpt = Annotated[Precision, typer.Option(
-    "--precision", help="auto: bf16 where the CPU computes it natively (AMX, AVX512_BF16), else fp32; bf16 on a CPU "
-                        "(the network under autocast; losses, anchors and NMS in fp32); fp16/bf16 on a GPU (AMP).")]
+_PRECISION_HELP = ("auto: bf16 where the CPU computes it natively (AMX, AVX512_BF16), else fp32; bf16 on a CPU (the "
+                   "network under autocast; losses, anchors and NMS in fp32); fp16/bf16 on a GPU (AMP).")
+PrecisionOpt = Annotated[Precision, typer.Option("--precision", help=_PRECISION_HELP)]
 #: ``fltool train``'s --precision: its default is $FLTOOL_PRECISION where set, else auto (None here).
 TrainPrecisionOpt = Annotated[Optional[Precision], typer.Option(
-    "--precision", help="auto: bf16 where the CPU computes it natively (AMX, AVX512_BF16), else fp32; bf16 on a CPU "
-                        "(the network under autocast; losses, anchors and NMS in fp32); fp16/bf16 on a GPU (AMP). "
-                        "Default: $FLTOOL_PRECISION where set, else auto.", show_default=False)]
+    "--precision", help=_PRECISION_HELP + " Default: $FLTOOL_PRECISION where set, else auto.", show_default=False)]
